@@ -1,0 +1,262 @@
+"""Koans: broken Rust programs with a reference fix and hidden tests, one TOML file each.
+
+File format (`koans/<family>/<id>.toml`)::
+
+    id = "bc_001"               # unique, stable: item ids and baselines refer to it
+    family = "borrow_checker"   # coarse group for tables (built-in or from families.toml)
+    pattern = "use_after_move"  # fine group, snake_case: the unit of routing and adapters
+    title = "A String is moved and then printed"
+    edition = "2021"            # 2015, 2018, 2021 or 2024
+    split = "eval"              # "eval" (frozen benchmark) or "train" (may feed training)
+    expect = ["E0382"]          # the exact error codes of the buggy code, or ["test"] for a
+                                # logic bug: it compiles but the hidden tests fail
+    hint = "..."                # optional advice for the pattern
+    buggy = '''...'''           # what the model sees and edits
+    fixed = '''...'''           # the reference fix, proven by `sleepy koans validate`
+    tests = '''...'''           # hidden #[test] fns, compiled inside
+                                # `mod sleepy_hidden_tests { use super::*; ... }`
+
+    [dependencies]              # optional; koans with dependencies are built with cargo
+    geometry = { path = "deps/geometry" }   # path crates only, relative to the koan file
+
+    flagged = "..."             # optional: why this koan is not usable yet (set by importers
+                                # for koans without tests); validation reports it as bad
+
+A corpus may add families in `families.toml` at its root (`name = "description"`).
+Every problem found while loading is reported with the file, the field and what to do.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .rustlex import LexError, tokenize
+
+__all__ = [
+    "Koan",
+    "KoanFileError",
+    "CorpusError",
+    "BUILTIN_FAMILIES",
+    "load_koan",
+    "load_corpus",
+    "load_families",
+    "test_names",
+]
+
+BUILTIN_FAMILIES = {
+    "borrow_checker": "ownership and borrowing errors (moves, aliasing, lifetimes of borrows)",
+    "trait_bounds": "missing derives, trait implementations and generic bounds",
+    "result_handling": "Result and Option plumbing: ?, conversions, error types",
+    "lifetimes": "lifetime annotations on functions, structs and impls",
+    "type_mismatch": "values of the wrong type: integer widths, String/&str, Option/T",
+    "logic": "programs that compile but compute the wrong thing",
+}
+EDITIONS = ("2015", "2018", "2021", "2024")
+SPLITS = ("eval", "train")
+REQUIRED = ("id", "family", "pattern", "title", "edition", "split", "expect", "buggy", "fixed", "tests")
+OPTIONAL = ("hint", "dependencies", "flagged")
+_ID = re.compile(r"^[a-z0-9][a-z0-9_]*$")
+_SNAKE = re.compile(r"^[a-z][a-z0-9_]*$")
+_ERROR_CODE = re.compile(r"^E[0-9]{4}$")
+
+
+@dataclass(frozen=True)
+class Koan:
+    id: str
+    family: str
+    pattern: str
+    title: str
+    edition: str
+    split: str
+    expect: tuple[str, ...]
+    buggy: str
+    fixed: str
+    tests: str
+    hint: str | None = None
+    dependencies: dict[str, Path] = field(default_factory=dict, hash=False, compare=False)
+    flagged: str | None = None
+    path: Path | None = field(default=None, compare=False)
+
+    @property
+    def is_logic_bug(self) -> bool:
+        return self.expect == ("test",)
+
+    @property
+    def test_names(self) -> tuple[str, ...]:
+        return test_names(self.tests)
+
+
+class KoanFileError(ValueError):
+    """One problem in one koan file."""
+
+    def __init__(self, path: Path | str, field_name: str | None, problem: str):
+        self.path, self.field, self.problem = Path(path), field_name, problem
+        where = f"{path}: field '{field_name}'" if field_name else str(path)
+        super().__init__(f"{where}: {problem}")
+
+
+class CorpusError(ValueError):
+    """Every problem found while loading a corpus, so they can be fixed in one pass."""
+
+    def __init__(self, errors: list[KoanFileError]):
+        self.errors = errors
+        super().__init__(f"{len(errors)} problem(s) in the koan corpus:\n" + "\n".join(f"  {e}" for e in errors))
+
+
+def test_names(tests: str) -> tuple[str, ...]:
+    """Names of the `#[test]` functions in a hidden-test source, in order."""
+    try:
+        tokens = tokenize(tests)
+    except LexError:
+        return ()
+    names, i = [], 0
+    while i < len(tokens):
+        if [t.text for t in tokens[i : i + 4]] == ["#", "[", "test", "]"]:
+            j = i + 4
+            while j < len(tokens) and tokens[j].text != "fn":
+                j += 1
+            if j + 1 < len(tokens):
+                names.append(tokens[j + 1].text)
+            i = j
+        i += 1
+    return tuple(names)
+
+
+def load_families(corpus_root: Path) -> dict[str, str]:
+    """Built-in families plus those the corpus declares in families.toml."""
+    families = dict(BUILTIN_FAMILIES)
+    extra = corpus_root / "families.toml"
+    if extra.is_file():
+        data = _read_toml(extra)
+        for name, description in data.items():
+            if not isinstance(description, str) or not _SNAKE.match(name):
+                raise KoanFileError(extra, name, 'expected `snake_case_name = "description"`')
+            families[name] = description
+    return families
+
+
+def load_koan(path: Path | str, families: dict[str, str] | None = None) -> Koan:
+    """Load and validate one koan file; raise KoanFileError naming the field at fault."""
+    path = Path(path)
+    data = _read_toml(path)
+    families = BUILTIN_FAMILIES if families is None else families
+
+    unknown = sorted(set(data) - set(REQUIRED) - set(OPTIONAL))
+    if unknown:
+        raise KoanFileError(path, unknown[0], f"unknown field; allowed fields are {', '.join(REQUIRED + OPTIONAL)}")
+    for name in REQUIRED:
+        if name not in data:
+            advice = {
+                "tests": "every koan needs hidden #[test] functions that check behaviour",
+                "fixed": "every koan needs a reference fix that passes its tests",
+            }.get(name, "add it (see the koan file format in pytest_sleepy/koans.py)")
+            raise KoanFileError(path, name, f"missing; {advice}")
+    for name in ("id", "family", "pattern", "title", "edition", "split", "buggy", "fixed", "tests", "hint", "flagged"):
+        if name in data and not isinstance(data[name], str):
+            raise KoanFileError(path, name, f"must be a string, not {type(data[name]).__name__}")
+
+    if not _ID.match(data["id"]):
+        raise KoanFileError(path, "id", f"{data['id']!r} must be lowercase letters, digits and underscores")
+    if data["family"] not in families:
+        raise KoanFileError(
+            path, "family",
+            f"unknown family {data['family']!r}; known families: {', '.join(sorted(families))} "
+            "(declare new ones in families.toml at the corpus root)",
+        )
+    if not _SNAKE.match(data["pattern"]):
+        raise KoanFileError(path, "pattern", f"{data['pattern']!r} must be snake_case")
+    if data["edition"] not in EDITIONS:
+        raise KoanFileError(path, "edition", f"{data['edition']!r} is not a Rust edition; use one of {', '.join(EDITIONS)}")
+    if data["split"] not in SPLITS:
+        raise KoanFileError(path, "split", f"{data['split']!r} must be 'eval' or 'train'")
+    expect = data["expect"]
+    if not (isinstance(expect, list) and expect and all(isinstance(e, str) for e in expect)):
+        raise KoanFileError(path, "expect", 'must be a non-empty list of error codes such as ["E0382"], or ["test"]')
+    if expect != ["test"]:
+        bad = [e for e in expect if not _ERROR_CODE.match(e)]
+        if bad:
+            raise KoanFileError(path, "expect", f"{bad[0]!r} is not a rustc error code (EXXXX) and not \"test\"")
+    for name in ("buggy", "fixed"):
+        if not data[name].strip():
+            raise KoanFileError(path, name, "is empty")
+    if data.get("flagged") is None and not test_names(data["tests"]):
+        raise KoanFileError(path, "tests", "contains no #[test] function; the hidden tests must check behaviour")
+
+    return Koan(
+        id=data["id"],
+        family=data["family"],
+        pattern=data["pattern"],
+        title=data["title"],
+        edition=data["edition"],
+        split=data["split"],
+        expect=tuple(sorted(expect)),
+        buggy=data["buggy"],
+        fixed=data["fixed"],
+        tests=data["tests"],
+        hint=data.get("hint"),
+        dependencies=_dependencies(path, data.get("dependencies", {})),
+        flagged=data.get("flagged"),
+        path=path,
+    )
+
+
+def load_corpus(root: Path | str = "koans") -> list[Koan]:
+    """All koans under root (recursively), sorted by id; raise CorpusError listing every problem."""
+    root = Path(root)
+    if not root.is_dir():
+        raise CorpusError([KoanFileError(root, None, "koan directory not found (pass --koans DIR)")])
+    errors: list[KoanFileError] = []
+    try:
+        families = load_families(root)
+    except KoanFileError as error:
+        raise CorpusError([error]) from None
+    koans: dict[str, Koan] = {}
+    for path in sorted(root.rglob("*.toml")):
+        if path.name == "families.toml" and path.parent == root:
+            continue
+        if any(part.startswith(".") or part == "deps" for part in path.relative_to(root).parts[:-1]):
+            continue  # dependency crates and hidden folders are not koans
+        try:
+            koan = load_koan(path, families)
+        except KoanFileError as error:
+            errors.append(error)
+            continue
+        if koan.id in koans:
+            errors.append(KoanFileError(path, "id", f"duplicate id {koan.id!r} (also in {koans[koan.id].path})"))
+            continue
+        koans[koan.id] = koan
+    if errors:
+        raise CorpusError(errors)
+    return sorted(koans.values(), key=lambda k: k.id)
+
+
+def _read_toml(path: Path) -> dict:
+    try:
+        with open(path, "rb") as handle:
+            return tomllib.load(handle)
+    except tomllib.TOMLDecodeError as error:
+        # tomllib's message already carries "(at line N, column M)".
+        raise KoanFileError(path, None, f"TOML syntax error: {error}") from None
+    except OSError as error:
+        raise KoanFileError(path, None, f"cannot read: {error.strerror}") from None
+
+
+def _dependencies(path: Path, table) -> dict[str, Path]:
+    if not isinstance(table, dict):
+        raise KoanFileError(path, "dependencies", "must be a table of `name = { path = \"...\" }`")
+    resolved = {}
+    for name, spec in table.items():
+        if not (isinstance(spec, dict) and set(spec) == {"path"} and isinstance(spec["path"], str)):
+            raise KoanFileError(
+                path, f"dependencies.{name}",
+                'only path dependencies are supported (`name = { path = "dir" }`): '
+                "verification runs offline",
+            )
+        directory = (path.parent / spec["path"]).resolve()
+        if not (directory / "Cargo.toml").is_file():
+            raise KoanFileError(path, f"dependencies.{name}", f"{directory} has no Cargo.toml")
+        resolved[name] = directory
+    return resolved

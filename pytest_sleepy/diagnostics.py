@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from .tamper import HIDDEN_TEST_MODULE
 
@@ -62,8 +62,6 @@ class Diagnostic:
         return self.level in ("error", "error: internal compiler error")
 
     def to_dict(self) -> dict:
-        from dataclasses import asdict
-
         return asdict(self)
 
     @classmethod

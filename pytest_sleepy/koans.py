@@ -43,7 +43,7 @@ __all__ = [
     "load_koan",
     "load_corpus",
     "load_families",
-    "test_names",
+    "hidden_test_names",
 ]
 
 BUILTIN_FAMILIES = {
@@ -86,7 +86,7 @@ class Koan:
 
     @property
     def test_names(self) -> tuple[str, ...]:
-        return test_names(self.tests)
+        return hidden_test_names(self.tests)
 
 
 class KoanFileError(ValueError):
@@ -106,7 +106,7 @@ class CorpusError(ValueError):
         super().__init__(f"{len(errors)} problem(s) in the koan corpus:\n" + "\n".join(f"  {e}" for e in errors))
 
 
-def test_names(tests: str) -> tuple[str, ...]:
+def hidden_test_names(tests: str) -> tuple[str, ...]:
     """Names of the `#[test]` functions in a hidden-test source, in order."""
     try:
         tokens = tokenize(tests)
@@ -182,7 +182,7 @@ def load_koan(path: Path | str, families: dict[str, str] | None = None) -> Koan:
     for name in ("buggy", "fixed"):
         if not data[name].strip():
             raise KoanFileError(path, name, "is empty")
-    if data.get("flagged") is None and not test_names(data["tests"]):
+    if data.get("flagged") is None and not hidden_test_names(data["tests"]):
         raise KoanFileError(path, "tests", "contains no #[test] function; the hidden tests must check behaviour")
 
     return Koan(

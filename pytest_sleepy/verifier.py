@@ -37,7 +37,7 @@ __all__ = ["Verdict", "Verifier", "VerificationCache", "verify_candidate", "VERS
 
 # Bump whenever a change here or in tamper.py could change a verdict: it invalidates
 # every cached verdict.
-VERSION = "1"
+VERSION = "2"
 TEST_BINARY = "candidate_tests"
 OUTPUT_KEPT = 8000  # characters of test output kept in a verdict
 
@@ -252,7 +252,9 @@ def _compile_failure(diagnostics: list[Diagnostic], result: SandboxResult) -> st
     return f"does not compile: {', '.join(codes)}"
 
 
-_RESULT_LINE = re.compile(rf"^test {HIDDEN_TEST_MODULE}::(\w+) \.\.\. (.*)$", re.MULTILINE)
+# libtest prints "test m::name ... ok", with " - should panic" before "..." for
+# #[should_panic] tests.
+_RESULT_LINE = re.compile(rf"^test {HIDDEN_TEST_MODULE}::(\w+)(?: - should panic)? \.\.\. (.*)$", re.MULTILINE)
 
 
 def _judge_test_run(verdict: Verdict, run: SandboxResult, expected: tuple[str, ...], limits: Limits) -> Verdict:

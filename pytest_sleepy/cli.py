@@ -1,0 +1,220 @@
+"""The `sleepy` command.
+
+    sleepy koans list [--split eval|train] [--family F] [--pattern P]
+    sleepy koans show ID
+    sleepy koans check ID FILE [--json]
+    sleepy koans validate [PATH ...] [-j N]
+    sleepy koans import --format seed-json FILE --out DIR [--split eval|train]
+    sleepy koans import --format rustlings DIR --out DIR [--split eval|train]
+
+Every `koans` command takes `--koans DIR` (the corpus; default ./koans), `--no-cache`
+(do not read or write the verification cache), `--cache-dir DIR` (default
+$SLEEPY_CACHE_DIR or ./.sleepy/cache) and `--unsafe-no-sandbox` (run without
+bubblewrap; model-written code then runs with your rights).
+
+Exit status: 0 success, 1 a check failed (a candidate did not pass, a koan is bad),
+2 bad input or a missing tool, with a message saying what to do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections import Counter
+from pathlib import Path
+
+from tabulate import tabulate
+
+from .importers import import_rustlings, import_seed_json
+from .koans import CorpusError, Koan, KoanFileError, load_corpus, load_families, load_koan
+from .sandbox import Sandbox, SandboxUnavailable, Toolchain, ToolchainMissing
+from .validation import KoanCheck, check_corpus
+from .verifier import VerificationCache, Verifier
+
+__all__ = ["main", "default_cache_dir"]
+
+
+class UsageError(Exception):
+    """Bad input from the user; the message says what to do."""
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("SLEEPY_CACHE_DIR", ".sleepy/cache"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "run"):
+        parser.print_help()
+        return 2
+    try:
+        return args.run(args)
+    except (UsageError, CorpusError, KoanFileError, SandboxUnavailable, ToolchainMissing, ValueError) as error:
+        print(f"sleepy: error: {error}", file=sys.stderr)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sleepy", description="pytest-sleepy: koans, verification and reports")
+    commands = parser.add_subparsers(title="commands")
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--koans", type=Path, default=Path("koans"), metavar="DIR", help="koan corpus (default: ./koans)")
+    common.add_argument("--no-cache", action="store_true", help="bypass the verification cache")
+    common.add_argument("--cache-dir", type=Path, default=None, metavar="DIR",
+                        help="verification cache (default: $SLEEPY_CACHE_DIR or ./.sleepy/cache)")
+    common.add_argument("--unsafe-no-sandbox", action="store_true",
+                        help="run rustc and tests without bubblewrap (model-written code runs with your rights)")
+
+    koans = commands.add_parser("koans", help="list, show, check, validate and import koans")
+    koan_commands = koans.add_subparsers(title="koan commands")
+
+    listing = koan_commands.add_parser("list", parents=[common], help="list koans")
+    listing.add_argument("--split", choices=["eval", "train"])
+    listing.add_argument("--family")
+    listing.add_argument("--pattern")
+    listing.set_defaults(run=_list)
+
+    show = koan_commands.add_parser("show", parents=[common], help="print one koan")
+    show.add_argument("id")
+    show.set_defaults(run=_show)
+
+    check = koan_commands.add_parser("check", parents=[common], help="verify a candidate file against a koan")
+    check.add_argument("id")
+    check.add_argument("file", type=Path)
+    check.add_argument("--json", action="store_true", help="print the verdict as one JSON object")
+    check.set_defaults(run=_check)
+
+    validate = koan_commands.add_parser(
+        "validate", parents=[common],
+        help="prove every koan: buggy fails as declared, fixed passes, stubs fail the tests")
+    validate.add_argument("paths", nargs="*", type=Path, metavar="PATH", help="koan files or folders (default: the corpus)")
+    validate.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 2, help="koans checked at once")
+    validate.set_defaults(run=_validate)
+
+    importer = koan_commands.add_parser("import", parents=[common], help="import koans from another format")
+    importer.add_argument("--format", required=True, choices=["seed-json", "rustlings"])
+    importer.add_argument("source", type=Path, help="seed JSON file, or rustlings checkout")
+    importer.add_argument("--out", type=Path, required=True, metavar="DIR", help="where to write koan files")
+    importer.add_argument("--split", choices=["eval", "train"], default=None,
+                          help="split of the imported koans (default: eval for seed-json, train for rustlings)")
+    importer.set_defaults(run=_import)
+    return parser
+
+
+def _verifier(args) -> Verifier:
+    cache = None if args.no_cache else VerificationCache(args.cache_dir or default_cache_dir())
+    return Verifier(Sandbox(Toolchain.detect(), unsafe_no_sandbox=args.unsafe_no_sandbox), cache)
+
+
+def _find(args, koan_id: str) -> Koan:
+    koans = {k.id: k for k in load_corpus(args.koans)}
+    if koan_id not in koans:
+        raise UsageError(f"no koan with id {koan_id!r} in {args.koans} (see `sleepy koans list`)")
+    return koans[koan_id]
+
+
+def _list(args) -> int:
+    koans = [
+        k for k in load_corpus(args.koans)
+        if (args.split is None or k.split == args.split)
+        and (args.family is None or k.family == args.family)
+        and (args.pattern is None or k.pattern == args.pattern)
+    ]
+    rows = [(k.id, k.split, k.family, k.pattern, " ".join(k.expect), k.title) for k in koans]
+    print(tabulate(rows, headers=["id", "split", "family", "pattern", "expect", "title"]))
+    print(f"\n{len(koans)} koans")
+    return 0
+
+
+def _show(args) -> int:
+    koan = _find(args, args.id)
+    print(f"{koan.id}: {koan.title}")
+    print(f"family {koan.family}, pattern {koan.pattern}, split {koan.split}, edition {koan.edition}, "
+          f"expect {', '.join(koan.expect)}")
+    print(f"file {koan.path}")
+    if koan.hint:
+        print(f"hint: {koan.hint}")
+    for name in ("buggy", "fixed", "tests"):
+        print(f"\n--- {name} ---\n{getattr(koan, name).strip()}")
+    return 0
+
+
+def _check(args) -> int:
+    koan = _find(args, args.id)
+    try:
+        code = args.file.read_text(encoding="utf-8")
+    except OSError as error:
+        raise UsageError(f"cannot read candidate file {args.file}: {error.strerror}") from None
+    verdict = _verifier(args).verify_candidate(koan, code)
+    if args.json:
+        data = {"koan": koan.id, **verdict.to_dict()}
+        print(json.dumps(data, indent=2))
+    else:
+        status = "PASSED" if verdict.passed else "FAILED"
+        print(f"{koan.id}: {status}{'' if verdict.passed else ' - ' + verdict.reason}")
+        print(f"compiled: {'yes' if verdict.compiled else 'no'}; error codes: {', '.join(verdict.error_codes) or 'none'}; "
+              f"hidden tests: {verdict.tests_passed} passed, {verdict.tests_failed} failed of {verdict.tests_total}; "
+              f"compile {verdict.compile_seconds:.2f} s, run {verdict.run_seconds:.2f} s{' (cached)' if verdict.cached else ''}")
+        for diagnostic in verdict.diagnostics:
+            if diagnostic.is_error and not diagnostic.in_hidden_tests:
+                print("\n" + diagnostic.rendered.rstrip())
+    return 0 if verdict.passed else 1
+
+
+def _validate(args) -> int:
+    if args.paths:
+        families = load_families(args.koans) if args.koans.is_dir() else None
+        koans = []
+        for path in args.paths:
+            if path.is_dir():
+                koans.extend(load_corpus(path))
+            else:
+                koans.append(load_koan(path, families))
+    else:
+        koans = load_corpus(args.koans)
+    verifier = _verifier(args)
+    checks = check_corpus(koans, verifier, jobs=args.jobs)
+    print(tabulate([_check_row(c) for c in checks],
+                   headers=["koan", "split", "family", "pattern", "buggy", "fixed", "status"]))
+    bad = [c for c in checks if not c.ok]
+    for check in bad:
+        print(f"\n{check.koan.id} ({check.koan.path}):")
+        for problem in check.problems:
+            print(f"  - {problem}")
+    splits = Counter(k.split for k in koans)
+    patterns = len({k.pattern for k in koans})
+    print(f"\n{len(koans)} koans ({', '.join(f'{n} {s}' for s, n in sorted(splits.items()))}; {patterns} patterns): "
+          f"{len(koans) - len(bad)} ok, {len(bad)} bad")
+    return 1 if bad else 0
+
+
+def _check_row(check: KoanCheck) -> tuple:
+    koan, buggy, fixed = check.koan, check.buggy, check.fixed
+    if buggy is None:
+        buggy_text = "-"
+    elif buggy.compiled:
+        buggy_text = f"tests {buggy.tests_passed}/{buggy.tests_total}"
+    else:
+        buggy_text = " ".join(buggy.error_codes) or buggy.reason[:30]
+    fixed_text = "-" if fixed is None else f"tests {fixed.tests_passed}/{fixed.tests_total}"
+    return (koan.id, koan.split, koan.family, koan.pattern, buggy_text, fixed_text, "ok" if check.ok else "BAD")
+
+
+def _import(args) -> int:
+    verifier = _verifier(args)
+    if args.format == "seed-json":
+        report = import_seed_json(args.source, args.out, verifier, split=args.split or "eval")
+    else:
+        report = import_rustlings(args.source, args.out, verifier, split=args.split or "train")
+    for warning in report.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(f"wrote {len(report.written)} koan file(s) to {args.out}; run `sleepy koans validate --koans {args.out}` next")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,50 @@
+import pytest
+
+from pytest_sleepy.rustlex import LexError, tokenize
+
+
+def texts(source):
+    return [t.text for t in tokenize(source)]
+
+
+def test_comments_are_dropped_including_nested_block_comments():
+    assert texts("a // unsafe\n/* outer /* inner */ still comment */ b") == ["a", "b"]
+
+
+def test_string_contents_are_one_token():
+    tokens = tokenize('let s = "std::process::exit(0)";')
+    assert [t.kind for t in tokens] == ["ident", "ident", "punct", "string", "punct"]
+
+
+def test_raw_strings_with_hashes_end_at_the_matching_delimiter():
+    assert texts('r#"a "quoted" b"# x') == ['r#"a "quoted" b"#', "x"]
+
+
+def test_char_literals_and_lifetimes_are_told_apart():
+    tokens = tokenize("fn f<'a>(x: &'a str) -> char { '\\'' }")
+    kinds = {t.text: t.kind for t in tokens}
+    assert kinds["'a"] == "lifetime"
+    assert kinds["'\\''"] == "char"
+
+
+def test_ranges_are_not_floats():
+    assert texts("0..10") == ["0", "..", "10"]
+    assert texts("1.5e3f64") == ["1.5e3f64"]
+
+
+def test_method_call_on_integer_literal_is_not_a_float():
+    assert texts("1.max(2)") == ["1", ".", "max", "(", "2", ")"]
+
+
+def test_multi_character_operators_are_single_tokens():
+    assert texts("a::b -> c ..= d") == ["a", "::", "b", "->", "c", "..=", "d"]
+
+
+def test_lines_are_counted_across_multiline_tokens():
+    tokens = tokenize('"one\ntwo"\nx')
+    assert tokens[-1].line == 3
+
+
+def test_unterminated_string_is_an_error():
+    with pytest.raises(LexError, match="line 1"):
+        tokenize('let s = "oops;')

@@ -305,13 +305,36 @@ def _collect(process: subprocess.Popen, limits: Limits, started: float):
 
 
 def _kill_tree(process: subprocess.Popen) -> None:
-    # The command leads its own process group; bubblewrap's --die-with-parent and
-    # PID namespace take everything inside the sandbox down with it.
+    """Kill from the inside out, so that every process is reaped by its own parent.
+
+    Killing bubblewrap's child (PID 1 of the sandbox's PID namespace) makes the kernel
+    kill everything in the namespace, and bubblewrap, still alive, reaps it and exits.
+    Killing bubblewrap first would orphan its child, and in a container whose init
+    does not reap orphans it would stay a zombie. The process-group kill catches
+    whatever is left, and is all there is without bubblewrap.
+    """
+    for child in _children(process.pid):
+        try:
+            os.kill(child, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    try:
+        process.wait(timeout=1)
+    except subprocess.TimeoutExpired:
+        pass
     try:
         os.killpg(process.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
     process.wait()
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as handle:
+            return [int(child) for child in handle.read().split()]
+    except OSError:
+        return []
 
 
 def _apply_rlimits(limits: Limits, process_limit: int) -> None:

@@ -1,0 +1,128 @@
+"""How fast is verification? Every koan's reference fix, verified three ways in one run.
+
+    python benchmarks/verify_bench.py [--koans DIR] [--limit N]
+
+(a) the earlier system's way: a fresh cargo project per attempt, `cargo check` then
+    `cargo test` (no sandbox);
+(b) our verifier with a cold cache (sandbox on);
+(c) the floor: bare `rustc --test` on the same source, then the test binary, no sandbox.
+
+Also timed: (d) our verifier on every buggy program that does not compile (a
+candidate with errors never reaches code generation or linking), and (e) our verifier
+answering from a warm cache. The methods alternate koan by koan so that drift in the
+machine's speed hits all of them alike. Medians are printed with the ratios the
+project's targets are stated in: (b)/(c) <= 1.2, (a)/(b) >= 2.5, (d)/(c) < 0.5,
+(e) <= 5 ms per koan.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from pytest_sleepy.koans import load_corpus
+from pytest_sleepy.sandbox import Sandbox, Toolchain
+from pytest_sleepy.verifier import VerificationCache, Verifier
+
+HARNESS = "\n#[cfg(test)]\nmod sleepy_hidden_tests {{\nuse super::*;\n{tests}\n}}\n"
+
+
+def earlier_system(koan, toolchain: Toolchain) -> float:
+    """(a) fresh cargo project, `cargo check`, then `cargo test`."""
+    with tempfile.TemporaryDirectory(prefix="bench-cargo-") as work:
+        root = Path(work)
+        (root / "src").mkdir()
+        (root / "Cargo.toml").write_text(f'[package]\nname = "koan"\nversion = "0.1.0"\nedition = "{koan.edition}"\n')
+        (root / "src" / "main.rs").write_text(koan.fixed + HARNESS.format(tests=koan.tests))
+        env = {**os.environ, "RUSTC": toolchain.rustc, "CARGO_TERM_COLOR": "never"}
+        started = time.perf_counter()
+        for command in (["check"], ["test"]):
+            result = subprocess.run([toolchain.cargo, *command, "--offline", "-q"], cwd=root, env=env, capture_output=True)
+            if result.returncode != 0:
+                raise RuntimeError(f"{koan.id}: cargo {command[0]} failed:\n{result.stderr.decode()[-2000:]}")
+        return time.perf_counter() - started
+
+
+def bare_rustc(koan, toolchain: Toolchain) -> float:
+    """(c) rustc --test and the test binary, nothing else."""
+    with tempfile.TemporaryDirectory(prefix="bench-rustc-") as work:
+        root = Path(work)
+        (root / "k.rs").write_text(koan.fixed + HARNESS.format(tests=koan.tests))
+        started = time.perf_counter()
+        subprocess.run([toolchain.rustc, "--test", "--edition", koan.edition, "k.rs", "-o", "k"], cwd=root, check=True, capture_output=True)
+        subprocess.run(["./k"], cwd=root, check=True, capture_output=True)
+        return time.perf_counter() - started
+
+
+def timed(function, *args) -> float:
+    started = time.perf_counter()
+    function(*args)
+    return time.perf_counter() - started
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--koans", type=Path, default=Path("koans"))
+    parser.add_argument("--limit", type=int, default=None, help="only the first N koans")
+    args = parser.parse_args()
+
+    toolchain = Toolchain.detect()
+    sandbox = Sandbox(toolchain)
+    koans = [k for k in load_corpus(args.koans) if not k.dependencies][: args.limit]
+    cache_dir = Path(tempfile.mkdtemp(prefix="bench-cache-"))
+    cold = Verifier(sandbox, None)
+    cached = Verifier(sandbox, VerificationCache(cache_dir))
+    times = {name: [] for name in "abcde"}
+    try:
+        for index, koan in enumerate(koans):
+            methods = [
+                ("a", lambda: earlier_system(koan, toolchain)),
+                ("b", lambda: _checked(cold, koan, koan.fixed, should_pass=True)),
+                ("c", lambda: bare_rustc(koan, toolchain)),
+            ]
+            rotation = index % len(methods)
+            for name, run in methods[rotation:] + methods[:rotation]:
+                times[name].append(run() if name in "ac" else timed(run))
+            if not koan.is_logic_bug:
+                times["d"].append(timed(_checked, cold, koan, koan.buggy, False))
+            cached.verify_candidate(koan, koan.fixed)  # fills the cache; not timed
+            times["e"].append(timed(_checked, cached, koan, koan.fixed, True))
+            print(f"\r{index + 1}/{len(koans)} koans", end="", file=sys.stderr, flush=True)
+        print(file=sys.stderr)
+    finally:
+        shutil.rmtree(cache_dir, ignore_errors=True)
+
+    median = {name: statistics.median(values) for name, values in times.items()}
+    labels = {
+        "a": "(a) earlier system: fresh cargo project, check + test",
+        "b": "(b) sleepy verifier, cold cache, sandboxed",
+        "c": "(c) bare rustc --test + run, no sandbox (floor)",
+        "d": "(d) sleepy verifier, non-compiling buggy code",
+        "e": "(e) sleepy verifier, warm cache",
+    }
+    print(f"rustc: {toolchain.version.splitlines()[0]}; sandbox: {sandbox.mode}; {len(koans)} koans")
+    for name, label in labels.items():
+        print(f"{label:58s} median {median[name] * 1000:8.1f} ms  (n={len(times[name])})")
+    print()
+    print(f"(b)/(c) = {median['b'] / median['c']:.2f}   target <= 1.2")
+    print(f"(a)/(b) = {median['a'] / median['b']:.2f}   target >= 2.5")
+    print(f"(d)/(c) = {median['d'] / median['c']:.2f}   target <  0.5")
+    print(f"(e)     = {median['e'] * 1000:.2f} ms   target <= 5 ms")
+    return 0
+
+
+def _checked(verifier: Verifier, koan, code: str, should_pass: bool) -> None:
+    verdict = verifier.verify_candidate(koan, code)
+    if verdict.passed != should_pass:
+        raise RuntimeError(f"{koan.id}: unexpected verdict: {verdict.reason}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

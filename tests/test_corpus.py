@@ -1,0 +1,54 @@
+"""The shipped corpus: its shape, and the same proof `sleepy koans validate` gives."""
+
+from collections import Counter
+
+import pytest
+
+from conftest import REPO_ROOT
+from pytest_sleepy.koans import load_corpus
+from pytest_sleepy.validation import check_koan
+from pytest_sleepy.verifier import VerificationCache, Verifier
+
+CORPUS = load_corpus(REPO_ROOT / "koans")
+EVAL = [k for k in CORPUS if k.split == "eval"]
+TRAIN = [k for k in CORPUS if k.split == "train"]
+
+
+def test_eval_split_is_thirty_koans_ten_per_family():
+    assert Counter(k.family for k in EVAL) == {"borrow_checker": 10, "trait_bounds": 10, "result_handling": 10}
+
+
+def test_corpus_has_at_least_sixty_koans_and_twenty_five_patterns():
+    assert len(CORPUS) >= 60
+    assert len({k.pattern for k in CORPUS}) >= 25
+
+
+def test_train_split_adds_lifetimes_type_mismatch_and_logic_bugs():
+    families = Counter(k.family for k in TRAIN)
+    assert families["lifetimes"] >= 1 and families["type_mismatch"] >= 1
+    assert sum(k.is_logic_bug for k in TRAIN) >= 4
+
+
+def test_every_eval_pattern_has_training_koans():
+    assert {k.pattern for k in EVAL} <= {k.pattern for k in TRAIN}
+
+
+def test_no_train_koan_repeats_an_eval_program():
+    eval_code = {k.buggy.strip() for k in EVAL} | {k.fixed.strip() for k in EVAL}
+    assert not [k.id for k in TRAIN if k.buggy.strip() in eval_code or k.fixed.strip() in eval_code]
+
+
+def test_koans_are_multi_line_programs():
+    assert min(len(k.buggy.strip().splitlines()) for k in CORPUS) >= 10
+
+
+@pytest.fixture(scope="module")
+def corpus_verifier(sandbox, tmp_path_factory):
+    return Verifier(sandbox, VerificationCache(tmp_path_factory.mktemp("corpus-cache")))
+
+
+@pytest.mark.parametrize("koan", CORPUS, ids=[k.id for k in CORPUS])
+def test_koan_is_proven(koan, corpus_verifier):
+    """buggy fails as declared, fixed passes, a stubbed fix fails the hidden tests."""
+    check = check_koan(koan, corpus_verifier)
+    assert check.ok, "\n".join(check.problems)

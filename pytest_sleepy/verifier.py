@@ -182,6 +182,8 @@ class Verifier:
         result = self.sandbox.run(
             [self.toolchain.rustc, "--test", "--edition", koan.edition, "--crate-name", "candidate",
              "--error-format=json", "-F", "unsafe_code", "-C", "debuginfo=0",
+             # std's debug info is most of what the linker copies; tests never need it.
+             "-C", "strip=debuginfo",
              "-o", TEST_BINARY, "candidate.rs"],
             workdir=workdir, limits=self.compile_limits,
         )

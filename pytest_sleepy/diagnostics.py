@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 
 from .tamper import HIDDEN_TEST_MODULE
 
-__all__ = ["Span", "Suggestion", "Diagnostic", "parse_rustc_json", "error_codes"]
+__all__ = ["Span", "Edit", "Suggestion", "Diagnostic", "parse_rustc_json", "error_codes", "apply_suggestions"]
 
 HIDDEN_TESTS_FILE = f"{HIDDEN_TEST_MODULE}.rs"
 
@@ -31,15 +31,23 @@ class Span:
 
 
 @dataclass(frozen=True)
-class Suggestion:
-    """A replacement rustc proposes: `replacement` for bytes [byte_start, byte_end) of `file`."""
+class Edit:
+    """Replace bytes [byte_start, byte_end) of `file` with `replacement`."""
 
-    message: str
     file: str
     byte_start: int
     byte_end: int
     replacement: str
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    """One way rustc proposes to fix a diagnostic: all its edits belong together, and
+    two suggestions of one diagnostic are alternatives, never to be mixed."""
+
+    message: str
     applicability: str  # MachineApplicable, MaybeIncorrect, HasPlaceholders, Unspecified
+    edits: tuple[Edit, ...]
 
 
 @dataclass(frozen=True)
@@ -74,7 +82,10 @@ class Diagnostic:
             rendered=data.get("rendered", ""),
             primary_span=Span(**span) if span else None,
             notes=tuple(data.get("notes", ())),
-            suggestions=tuple(Suggestion(**s) for s in data.get("suggestions", ())),
+            suggestions=tuple(
+                Suggestion(s["message"], s["applicability"], tuple(Edit(**e) for e in s["edits"]))
+                for s in data.get("suggestions", ())
+            ),
         )
 
 
@@ -151,14 +162,50 @@ def _span(span: dict) -> Span:
 
 
 def _suggestions(message: str, spans: list[dict]):
-    for span in spans:
-        if span.get("suggested_replacement") is None:
+    edits = [
+        Edit(span["file_name"], span["byte_start"], span["byte_end"], span["suggested_replacement"])
+        for span in spans
+        if span.get("suggested_replacement") is not None
+    ]
+    if edits:
+        applicabilities = {span.get("suggestion_applicability") or "Unspecified" for span in spans
+                           if span.get("suggested_replacement") is not None}
+        # A suggestion is only as applicable as its least certain edit.
+        for level in ("Unspecified", "HasPlaceholders", "MaybeIncorrect", "MachineApplicable"):
+            if level in applicabilities:
+                break
+        yield Suggestion(message=message, applicability=level, edits=tuple(edits))
+
+
+def apply_suggestions(
+    code: str,
+    diagnostics: list[Diagnostic],
+    file: str,
+    applicabilities: tuple[str, ...] = ("MachineApplicable",),
+) -> str | None:
+    """Apply, to `code` (the contents of `file`), the first acceptable suggestion of each
+    error; None when there is none. Suggestions that touch other files, or overlap an
+    edit already taken, are skipped: applying them could not give a coherent program.
+    """
+    data = code.encode("utf-8")
+    taken: list[Edit] = []
+    for diagnostic in diagnostics:
+        if not diagnostic.is_error:
             continue
-        yield Suggestion(
-            message=message,
-            file=span["file_name"],
-            byte_start=span["byte_start"],
-            byte_end=span["byte_end"],
-            replacement=span["suggested_replacement"],
-            applicability=span.get("suggestion_applicability") or "Unspecified",
-        )
+        for suggestion in diagnostic.suggestions:
+            if suggestion.applicability not in applicabilities:
+                continue
+            edits = suggestion.edits
+            if any(e.file != file or e.byte_end > len(data) or e.byte_start > e.byte_end for e in edits):
+                continue
+            if any(e.byte_start < t.byte_end and t.byte_start < e.byte_end for e in edits for t in taken):
+                continue
+            if any(e.byte_start == e.byte_end == t.byte_start == t.byte_end for e in edits for t in taken):
+                continue  # two insertions at one point: their order would be a guess
+            taken.extend(edits)
+            break
+    if not taken:
+        return None
+    for edit in sorted(taken, key=lambda e: e.byte_start, reverse=True):
+        data = data[: edit.byte_start] + edit.replacement.encode("utf-8") + data[edit.byte_end :]
+    return data.decode("utf-8")

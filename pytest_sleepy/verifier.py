@@ -37,7 +37,7 @@ __all__ = ["Verdict", "Verifier", "VerificationCache", "verify_candidate", "VERS
 
 # Bump whenever a change here or in tamper.py could change a verdict: it invalidates
 # every cached verdict.
-VERSION = "2"
+VERSION = "3"
 TEST_BINARY = "candidate_tests"
 OUTPUT_KEPT = 8000  # characters of test output kept in a verdict
 

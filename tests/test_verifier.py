@@ -62,8 +62,9 @@ def test_machine_applicable_suggestions_are_kept_with_their_byte_range(verifier)
     verdict = verifier.verify_candidate(make_koan(), code)
     assert verdict.error_codes == ["E0384"]
     (suggestion,) = [s for d in verdict.diagnostics if d.is_error for s in d.suggestions]
-    assert (suggestion.replacement, suggestion.applicability) == ("mut ", "MachineApplicable")
-    assert code[suggestion.byte_start:].startswith("x = 5")
+    (edit,) = suggestion.edits
+    assert (edit.replacement, suggestion.applicability) == ("mut ", "MachineApplicable")
+    assert code[edit.byte_start:].startswith("x = 5")
 
 
 def test_verdict_survives_a_json_round_trip(verifier, shop_koan):

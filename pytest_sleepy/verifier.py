@@ -153,11 +153,8 @@ class Verifier:
 
     def _build_and_test(self, koan: Koan, code: str, workdir: Path) -> Verdict:
         expected = koan.test_names
-        if koan.dependencies:
-            compiled, binary = self._compile_with_cargo(koan, code, workdir)
-        else:
-            compiled, binary = self._compile_with_rustc(koan, code, workdir)
-        result, diagnostics = compiled
+        compile = self._compile_with_cargo if koan.dependencies else self._compile_with_rustc
+        result, diagnostics, binary = compile(koan, code, workdir)
         base = Verdict(
             passed=False, compiled=False, reason="", diagnostics=diagnostics,
             error_codes=error_codes(diagnostics), tests_total=len(expected),
@@ -188,32 +185,34 @@ class Verifier:
             workdir=workdir, limits=self.compile_limits,
         )
         binary = TEST_BINARY if result.returncode == 0 else None
-        return (result, parse_rustc_json(result.stderr)), binary
+        return result, parse_rustc_json(result.stderr), binary
 
     def _compile_with_cargo(self, koan: Koan, code: str, workdir: Path):
         cargo = self.toolchain.require_cargo()
         (workdir / "src").mkdir()
         (workdir / "src" / "main.rs").write_text(_with_hidden_module(code), encoding="utf-8")
         (workdir / "src" / HIDDEN_TESTS_FILE).write_text(_hidden_tests_source(koan), encoding="utf-8")
-        mounts = {str(path): f"/deps/{name}" for name, path in koan.dependencies.items()}
-        if not self.sandbox.isolated:
-            mounts = {str(path): str(path) for path in koan.dependencies.values()}
-        dependencies = "\n".join(f'{name} = {{ path = "{inside}" }}' for name, inside in
-                                 zip(koan.dependencies, mounts.values()))
+        isolated = self.sandbox.isolated
+        inside = {name: f"/deps/{name}" if isolated else str(path) for name, path in koan.dependencies.items()}
+        # json.dumps gives a valid TOML basic string for any path.
+        dependencies = "\n".join(f"{name} = {{ path = {json.dumps(path)} }}" for name, path in inside.items())
         (workdir / "Cargo.toml").write_text(
             f'[package]\nname = "candidate"\nversion = "0.0.0"\nedition = "{koan.edition}"\n\n'
-            f"[dependencies]\n{dependencies}\n\n[lints.rust]\nunsafe_code = \"forbid\"\n",
+            f'[dependencies]\n{dependencies}\n\n[lints.rust]\nunsafe_code = "forbid"\n',
             encoding="utf-8",
         )
-        root = SANDBOX_ROOT if self.sandbox.isolated else str(workdir)
+        root = SANDBOX_ROOT if isolated else str(workdir)
         result = self.sandbox.run(
             [cargo, "test", "--offline", "--no-run", "--message-format=json", "--color", "never"],
-            workdir=workdir, limits=self.compile_limits, read_only=mounts if self.sandbox.isolated else None,
+            workdir=workdir, limits=self.compile_limits,
+            read_only={str(koan.dependencies[name]): path for name, path in inside.items()} if isolated else None,
             env={"CARGO_HOME": f"{root}/.cargo", "CARGO_TARGET_DIR": f"{root}/target",
                  "RUSTC": self.toolchain.rustc, "CARGO_TERM_COLOR": "never"},
         )
+        # The candidate's own files are the only relative paths in cargo's spans;
+        # dependencies (trusted koan material) appear under absolute paths.
         diagnostics = [d for d in parse_rustc_json(result.stdout)
-                       if d.primary_span is None or not d.primary_span.file.startswith("/deps/")]
+                       if d.primary_span is None or not os.path.isabs(d.primary_span.file)]
         binary = None
         for line in result.stdout.splitlines():
             if '"compiler-artifact"' in line:
@@ -225,7 +224,7 @@ class Verifier:
             diagnostics.append(Diagnostic(level="error", code=None, message="cargo failed",
                                           rendered="\n".join(stderr[-20:])))
             binary = None
-        return (result, diagnostics), binary
+        return result, diagnostics, binary
 
 
 def verify_candidate(koan: Koan, code: str, verifier: Verifier | None = None) -> Verdict:

@@ -128,18 +128,32 @@ def test_timeouts_are_not_cached(sandbox, tmp_path):
     assert cache.get(fast.cache_key(koan, "pub fn total(items: Vec<u32>) -> u32 { loop {} }")) is None
 
 
-def test_koan_with_a_path_dependency_is_built_with_cargo(verifier, tmp_path):
+def pricing_koan(tmp_path):
     crate = tmp_path / "deps" / "pricing"
     (crate / "src").mkdir(parents=True)
     (crate / "Cargo.toml").write_text('[package]\nname = "pricing"\nversion = "0.1.0"\nedition = "2021"\n')
     (crate / "src" / "lib.rs").write_text("pub fn with_tax(cents: u32) -> u32 { cents + cents / 10 }\n")
-    koan = make_koan(
+    return make_koan(
         dependencies={"pricing": crate},
         tests="#[test]\nfn taxed_total() { assert_eq!(total(vec![100, 200]), 330); }",
     )
-    code = "pub fn total(items: Vec<u32>) -> u32 { pricing::with_tax(items.iter().sum()) }"
-    passed = verifier.verify_candidate(koan, code)
+
+
+PRICING_FIX = "pub fn total(items: Vec<u32>) -> u32 { pricing::with_tax(items.iter().sum()) }"
+
+
+def test_koan_with_a_path_dependency_is_built_with_cargo(verifier, tmp_path):
+    koan = pricing_koan(tmp_path)
+    passed = verifier.verify_candidate(koan, PRICING_FIX)
     assert passed.passed, passed.reason
     broken = verifier.verify_candidate(koan, "pub fn total(items: Vec<u32>) -> u32 { pricing::with_vat(items.len() as u32) }")
     assert not broken.compiled and broken.error_codes == ["E0425"]
     assert broken.diagnostics[0].primary_span.file == "src/main.rs"
+
+
+def test_path_dependency_also_builds_without_the_sandbox(toolchain, tmp_path):
+    from pytest_sleepy.sandbox import Sandbox
+
+    unsandboxed = Verifier(Sandbox(toolchain, unsafe_no_sandbox=True))
+    verdict = unsandboxed.verify_candidate(pricing_koan(tmp_path), PRICING_FIX)
+    assert verdict.passed, verdict.reason

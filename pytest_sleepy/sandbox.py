@@ -74,6 +74,7 @@ TEST_LIMITS = Limits(
 # Backstop for non-root users on top of their current process count; the seccomp
 # filter is what actually stops a fork bomb while tests run.
 PROCESS_HEADROOM = 512
+OPT_OUT = "--sleepy-unsafe-no-sandbox (pytest) or --unsafe-no-sandbox (the sleepy command)"
 TMPFS_BYTES = 256 * MiB
 
 
@@ -145,8 +146,8 @@ class Sandbox:
                 raise SandboxUnavailable(
                     "bubblewrap (bwrap) is not installed, and model-written code must not run "
                     "with your rights: install it (Debian/Ubuntu: `apt-get install bubblewrap`, "
-                    "Fedora: `dnf install bubblewrap`), or pass --sleepy-unsafe-no-sandbox to "
-                    "run without isolation"
+                    "Fedora: `dnf install bubblewrap`), or run without isolation with "
+                    f"{OPT_OUT}"
                 )
             self._tmpfs_size_supported = "--size" in _output([self._bwrap, "--help"])
             self._probe()
@@ -218,8 +219,8 @@ class Sandbox:
                 f"({result.stderr.strip() or 'exit status ' + str(result.returncode)}). "
                 "Unprivileged user namespaces may be disabled: try "
                 "`sysctl -w kernel.unprivileged_userns_clone=1` or, on Ubuntu 24.04+, "
-                "`sysctl -w kernel.apparmor_restrict_unprivileged_userns=0`; or pass "
-                "--sleepy-unsafe-no-sandbox to run without isolation"
+                "`sysctl -w kernel.apparmor_restrict_unprivileged_userns=0`; or run without "
+                f"isolation with {OPT_OUT}"
             )
 
     def _execute(self, command, *, argv=None, cwd, env, limits: Limits, seccomp: bytes | None) -> SandboxResult:

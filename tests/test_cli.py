@@ -122,7 +122,7 @@ def test_missing_bubblewrap_is_refused_unless_explicitly_unsafe(capsys, corpus, 
     args = ["koans", "check", "shop_001", str(candidate), "--koans", str(corpus), "--no-cache"]
     status, _, err = run(capsys, *args)
     assert status == 2
-    assert "bubblewrap (bwrap) is not installed" in err and "--sleepy-unsafe-no-sandbox" in err
+    assert "bubblewrap (bwrap) is not installed" in err and "--unsafe-no-sandbox (the sleepy command)" in err
     status, out, _ = run(capsys, *args, "--unsafe-no-sandbox")
     assert status == 0 and out.startswith("shop_001: PASSED")
 

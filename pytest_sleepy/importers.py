@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .koans import Koan, load_families
-from .rustlex import LexError, tokenize
+from .rustlex import LexError, matching_bracket, tokenize
 from .verifier import Verifier
 
 __all__ = ["ImportReport", "import_seed_json", "import_rustlings", "koan_to_toml", "split_test_module"]
@@ -123,14 +123,13 @@ def _without_test_module(code: str) -> tuple[str, str]:
     for i in range(len(tokens) - 6):
         if texts[i : i + 6] == ["#", "[", "cfg", "(", "test", ")"] and "mod" in texts[i + 7 : i + 9]:
             open_index = texts.index("{", i)
-            depth = 0
-            for k in range(open_index, len(tokens)):
-                depth += {"{": 1, "}": -1}.get(texts[k], 0)
-                if depth == 0:
-                    inner = code[tokens[open_index].end : tokens[k].start]
-                    inner = re.sub(r"^\s*use super::\*;\s*$", "", inner, flags=re.MULTILINE)
-                    rest = code[: tokens[i].start].rstrip() + "\n" + code[tokens[k].end :].lstrip()
-                    return rest.rstrip() + "\n", textwrap.dedent(inner).strip() + "\n"
+            close = matching_bracket(tokens, open_index)
+            if close is None:
+                continue
+            inner = code[tokens[open_index].end : tokens[close].start]
+            inner = re.sub(r"^\s*use super::\*;\s*$", "", inner, flags=re.MULTILINE)
+            rest = code[: tokens[i].start].rstrip() + "\n" + code[tokens[close].end :].lstrip()
+            return rest.rstrip() + "\n", textwrap.dedent(inner).strip() + "\n"
     return code, ""
 
 

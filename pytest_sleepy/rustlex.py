@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["Token", "LexError", "tokenize"]
+__all__ = ["Token", "LexError", "tokenize", "matching_bracket"]
 
 
 @dataclass(frozen=True)
@@ -105,6 +105,22 @@ def tokenize(source: str) -> list[Token]:
                 # nothing is silently dropped.
                 emit("punct", i + 1)
     return tokens
+
+
+def matching_bracket(tokens: list[Token], open_index: int) -> int | None:
+    """Index of the token that closes the bracket at open_index, or None if it never closes."""
+    depth = 0
+    for k in range(open_index, len(tokens)):
+        if tokens[k].text in _OPENING:
+            depth += 1
+        elif tokens[k].text in _CLOSING:
+            depth -= 1
+            if depth == 0:
+                return k
+    return None
+
+
+_OPENING, _CLOSING = {"(", "[", "{"}, {")", "]", "}"}
 
 
 def _block_comment_end(source: str, start: int, line: int) -> int:

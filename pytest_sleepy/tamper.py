@@ -32,7 +32,7 @@ still write its own `#[cfg(test)] mod tests`; only the hidden tests are run.
 
 from __future__ import annotations
 
-from .rustlex import LexError, Token, tokenize
+from .rustlex import LexError, Token, matching_bracket, tokenize
 
 __all__ = ["HIDDEN_TEST_MODULE", "find_tampering"]
 
@@ -194,12 +194,7 @@ def _until_semicolon(tokens: list[Token], start: int) -> list[Token]:
 
 def _bracketed(tokens: list[Token], open_index: int) -> tuple[list[Token], int]:
     """Tokens inside the bracket at open_index, and the index after its closing bracket."""
-    depth = 0
-    for k in range(open_index, len(tokens)):
-        if tokens[k].text in "([{":
-            depth += 1
-        elif tokens[k].text in ")]}":
-            depth -= 1
-            if depth == 0:
-                return tokens[open_index + 1 : k], k + 1
-    return tokens[open_index + 1 :], len(tokens)
+    close = matching_bracket(tokens, open_index)
+    if close is None:
+        return tokens[open_index + 1 :], len(tokens)
+    return tokens[open_index + 1 : close], close + 1

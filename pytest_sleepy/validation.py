@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from .koans import Koan
-from .rustlex import LexError, Token, tokenize
+from .rustlex import LexError, matching_bracket, tokenize
 from .verifier import Verdict, Verifier
 
 __all__ = ["KoanCheck", "check_koan", "check_corpus", "stub_mutants"]
@@ -132,21 +132,12 @@ def _function_bodies(code: str) -> list[tuple[str, int, int, int]]:
             j += 1
         if j < 0 or j >= len(tokens):
             continue
-        end = _matching_brace(tokens, j)
+        end = matching_bracket(tokens, j)
+        if end is None:
+            end = len(tokens) - 1
         occurrence = seen.get(name, 0)
         seen[name] = occurrence + 1
         bodies.append((name, occurrence, tokens[j].start, tokens[end].end))
     # Nested functions sit inside an outer body; keep only the outermost ones.
     return [b for b in bodies if not any(o[2] < b[2] and b[3] <= o[3] for o in bodies if o is not b)]
 
-
-def _matching_brace(tokens: list[Token], open_index: int) -> int:
-    depth = 0
-    for k in range(open_index, len(tokens)):
-        if tokens[k].text == "{":
-            depth += 1
-        elif tokens[k].text == "}":
-            depth -= 1
-            if depth == 0:
-                return k
-    return len(tokens) - 1

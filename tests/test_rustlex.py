@@ -1,6 +1,6 @@
 import pytest
 
-from pytest_sleepy.rustlex import LexError, tokenize
+from pytest_sleepy.rustlex import LexError, matching_bracket, tokenize
 
 
 def texts(source):
@@ -48,3 +48,13 @@ def test_lines_are_counted_across_multiline_tokens():
 def test_unterminated_string_is_an_error():
     with pytest.raises(LexError, match="line 1"):
         tokenize('let s = "oops;')
+
+
+def test_matching_bracket_skips_nested_brackets_of_every_kind():
+    tokens = tokenize("fn f() { let v = [(1, '}')]; { v } } tail")
+    opening = [t.text for t in tokens].index("{")
+    assert tokens[matching_bracket(tokens, opening) + 1].text == "tail"
+
+
+def test_matching_bracket_of_an_unclosed_bracket_is_none():
+    assert matching_bracket(tokenize("fn f() { ("), 4) is None

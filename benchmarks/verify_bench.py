@@ -5,7 +5,8 @@
 (a) the earlier system's way: a fresh cargo project per attempt, `cargo check` then
     `cargo test` (no sandbox);
 (b) our verifier with a cold cache (sandbox on);
-(c) the floor: bare `rustc --test` on the same source, then the test binary, no sandbox.
+(c) the floor: bare `rustc --test` on the same program and tests (the test module
+    inlined), then the test binary, no sandbox.
 
 Also timed: (d) our verifier on every buggy program that does not compile (a
 candidate with errors never reaches code generation or linking), and (e) our verifier

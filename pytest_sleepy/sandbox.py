@@ -172,10 +172,10 @@ class Sandbox:
         read_only maps host paths to paths inside the sandbox (dependencies of a koan).
         """
         environment = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "RUST_BACKTRACE": "0", **(env or {})}
-        seccomp = None if limits.allow_processes else process_creation_filter()
         if not self.isolated:
             environment["HOME"] = environment["TMPDIR"] = str(workdir)
             return self._execute(argv, cwd=workdir, env=environment, limits=limits, seccomp=None)
+        seccomp = None if limits.allow_processes else process_creation_filter()
         environment.update(HOME=SANDBOX_ROOT, TMPDIR="/tmp")
         command = self._bwrap_prefix(environment, read_only or {})
         command += ["--bind" if writable else "--ro-bind", str(workdir), SANDBOX_ROOT, "--chdir", SANDBOX_ROOT]

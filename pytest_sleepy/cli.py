@@ -31,17 +31,14 @@ from .importers import import_rustlings, import_seed_json
 from .koans import CorpusError, Koan, KoanFileError, load_corpus, load_families, load_koan
 from .sandbox import Sandbox, SandboxUnavailable, Toolchain, ToolchainMissing
 from .validation import KoanCheck, check_corpus
+from .settings import default_cache_dir, verdict_cache_dir
 from .verifier import VerificationCache, Verifier
 
-__all__ = ["main", "default_cache_dir"]
+__all__ = ["main"]
 
 
 class UsageError(Exception):
     """Bad input from the user; the message says what to do."""
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("SLEEPY_CACHE_DIR", ".sleepy/cache"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,7 +103,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _verifier(args) -> Verifier:
-    cache = None if args.no_cache else VerificationCache(args.cache_dir or default_cache_dir())
+    cache = None if args.no_cache else VerificationCache(verdict_cache_dir(args.cache_dir or default_cache_dir()))
     return Verifier(Sandbox(Toolchain.detect(), unsafe_no_sandbox=args.unsafe_no_sandbox), cache)
 
 

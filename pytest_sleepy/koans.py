@@ -28,6 +28,8 @@ Every problem found while loading is reported with the file, the field and what 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -87,6 +89,13 @@ class Koan:
     @property
     def test_names(self) -> tuple[str, ...]:
         return hidden_test_names(self.tests)
+
+    @property
+    def digest(self) -> str:
+        """Hash of everything that decides the koan's outcome (not its title or path):
+        run files record it so a changed koan is never compared as if unchanged."""
+        material = [self.id, self.edition, list(self.expect), self.buggy, self.tests, sorted(self.dependencies)]
+        return hashlib.sha256(json.dumps(material).encode("utf-8")).hexdigest()[:16]
 
 
 class KoanFileError(ValueError):

@@ -1,16 +1,236 @@
 """pytest hooks: options, collection of koans, outcomes and the summary.
 
-Only glue lives here; every decision is made by the plain modules it calls.
+Only glue lives here; every decision is made by the plain modules it calls:
+settings (options), benchmark (one process's run), results (aggregation, run file)
+and report (tables).
+
+Items: every koan file under the `sleepy_koans` folder (ini option, default `koans`)
+of the selected split yields one item per strategy (and per sample), named
+`bc_001[baseline]` (`bc_001[baseline-2]` with `--sleepy-samples`), and marked
+`family_<family>`, `pattern_<pattern>`, `split_<split>` and `strategy_<name>` for
+`-m`. An item passes when the koan is repaired. Its `Outcome` rides in
+`report.user_properties`, so the controller aggregates the same records with or
+without xdist.
 """
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from .benchmark import Benchmark, new_run_id
+from .koans import Koan, KoanFileError
+from .models import ModelUnavailable
+from .report import render_summary
+from .results import ERROR, Outcome, RunFile, RunSummary, write_run_file
+from .sandbox import SandboxUnavailable, ToolchainMissing
+from .settings import OPTIONS, SettingsError, resolve_settings
+from .strategies import StrategyError
+
+OUTCOME_KEY = "sleepy_outcome"
+INFRASTRUCTURE = (ModelUnavailable, SandboxUnavailable, ToolchainMissing)
+
 
 def pytest_addoption(parser):
     group = parser.getgroup("sleepy", "pytest-sleepy koan benchmark")
+    for option in OPTIONS:
+        default = option.default if not isinstance(option.default, tuple) else ",".join(option.default)
+        shown = "" if option.default is None else f" (default: {default})"
+        group.addoption(option.flag, dest=option.dest, default=None, help=f"{option.help}{shown}")
     group.addoption(
         "--sleepy-unsafe-no-sandbox",
         action="store_true",
         default=False,
         help="verify candidates without bubblewrap: model-written code then runs with your rights",
     )
+    parser.addini("sleepy_koans", "folder of koan files, relative to the rootdir", default="koans")
+    parser.addini("sleepy_strategies", "folder of strategy files, relative to the rootdir", default="strategies")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "family_NAME: koans of one family, e.g. -m family_borrow_checker")
+    config.addinivalue_line("markers", "pattern_NAME, split_NAME, strategy_NAME: select koans by pattern, split, strategy")
+    config.pluginmanager.register(SleepyPlugin(config), "sleepy-benchmark")
+
+
+class SleepyPlugin:
+    """Per-process state; the benchmark itself is built when a koan is first met."""
+
+    def __init__(self, config):
+        self.config = config
+        rootdir = Path(config.rootpath)
+        self.koans_dir = (rootdir / config.getini("sleepy_koans")).resolve()
+        self.strategies_dir = (rootdir / config.getini("sleepy_strategies")).resolve()
+        pyproject = rootdir / "pyproject.toml"
+        cli = {option.dest: config.getoption(option.dest) for option in OPTIONS}
+        try:
+            self.settings = resolve_settings(cli, pyproject, rootdir, Path(config.invocation_params.dir))
+        except SettingsError as error:
+            raise pytest.UsageError(str(error)) from None
+        self.worker = hasattr(config, "workerinput")
+        self.run_id = config.workerinput["sleepy_run_id"] if self.worker else new_run_id()
+        self.started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        self.outcomes: list[Outcome] = []
+        self._benchmark: Benchmark | None = None
+        # A wrong --strategy or --model is a usage error now, not one error per item;
+        # without a strategies folder nothing is checked until a koan is collected.
+        if self.strategies_dir.is_dir() or config.getoption("sleepy_strategy") is not None:
+            self.benchmark
+        if config.pluginmanager.hasplugin("xdist"):
+            config.pluginmanager.register(_XdistHooks(self.run_id), "sleepy-xdist")
+
+    @property
+    def benchmark(self) -> Benchmark:
+        if self._benchmark is None:
+            try:
+                self._benchmark = Benchmark(
+                    self.settings, koans_dir=self.koans_dir, strategies_dir=self.strategies_dir, run_id=self.run_id,
+                    unsafe_no_sandbox=self.config.getoption("sleepy_unsafe_no_sandbox"))
+            except (StrategyError, ValueError) as error:
+                raise pytest.UsageError(str(error)) from None
+        return self._benchmark
+
+    def selects_koans(self) -> bool:
+        """Whether this session's arguments reach into the koans folder."""
+        for arg in self.config.args:
+            path = Path(self.config.invocation_params.dir, arg.split("::")[0]).resolve()
+            if path == self.koans_dir or self.koans_dir in path.parents or path in self.koans_dir.parents:
+                return True
+        return False
+
+    # -- collection -----------------------------------------------------------------
+
+    def pytest_collect_file(self, file_path: Path, parent):
+        if file_path.suffix == ".toml" and file_path.name != "families.toml" and self.koans_dir in file_path.parents:
+            return KoanFile.from_parent(parent, path=file_path)
+        return None
+
+    # -- session start: stop once, up front, if the model or sandbox cannot work ----
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionstart(self, session):
+        if self.worker or not self.selects_koans():
+            return
+        try:
+            self.benchmark.preflight()
+        except INFRASTRUCTURE as error:
+            pytest.exit(f"pytest-sleepy: {error}", returncode=pytest.ExitCode.USAGE_ERROR)
+
+    # -- outcomes and the summary (controller only) ---------------------------------
+
+    def pytest_runtest_logreport(self, report):
+        # user_properties ride on every phase's report; the call phase is the one.
+        if self.worker or report.when != "call":
+            return
+        for key, value in report.user_properties:
+            if key == OUTCOME_KEY:
+                self.outcomes.append(Outcome.from_dict(value))
+
+    def summary(self) -> RunSummary:
+        return RunSummary.from_outcomes(self.outcomes, list(self.settings.strategy))
+
+    def pytest_terminal_summary(self, terminalreporter):
+        if self.worker or not self.outcomes:
+            return
+        terminalreporter.write_sep("=", "pytest-sleepy summary")
+        terminalreporter.write_line(render_summary(self.summary(), model=self.settings.model))
+        replayed = sum(o.replayed for o in self.outcomes)
+        if replayed:
+            calls = sum(o.steps for o in self.outcomes)
+            terminalreporter.write_line(f"{replayed} of {calls} model answers were replayed from "
+                                        f"{self.benchmark.completions.directory} (model times are as recorded)")
+        if self.settings.temperature == 0 and self.settings.samples > 1:
+            terminalreporter.write_line("note: greedy decoding (temperature 0) makes samples of one koan identical "
+                                        "for a deterministic model; set --sleepy-temperature to vary them")
+        if self.settings.json:
+            terminalreporter.write_line(f"run file: {self.settings.json}")
+
+    def pytest_sessionfinish(self, session):
+        if self.worker or not self.outcomes or not self.settings.json:
+            return
+        order = {(o.strategy, o.koan, o.sample): o for o in self.outcomes}
+        outcomes = [order[key] for key in sorted(order)]
+        run = RunFile(run_id=self.run_id,
+                      provenance=self.benchmark.provenance(outcomes, Path(self.config.rootpath), self.started),
+                      outcomes=outcomes, aggregates=self.summary().to_dict())
+        write_run_file(self.settings.json, run)
+
+
+class _XdistHooks:
+    """Hands the controller's run id to every worker, so episodes share one run id."""
+
+    def __init__(self, run_id: str):
+        self.run_id = run_id
+
+    def pytest_configure_node(self, node):
+        node.workerinput["sleepy_run_id"] = self.run_id
+
+
+class KoanFile(pytest.File):
+    def collect(self):
+        plugin: SleepyPlugin = self.config.pluginmanager.get_plugin("sleepy-benchmark")
+        benchmark = plugin.benchmark
+        koan = benchmark.load_koan(self.path)
+        if benchmark.settings.split not in ("all", koan.split):
+            return
+        samples = benchmark.settings.samples
+        for strategy in benchmark.strategies:
+            for sample in range(samples):
+                name = f"{koan.id}[{strategy.name}]" if samples == 1 else f"{koan.id}[{strategy.name}-{sample}]"
+                item = KoanItem.from_parent(self, name=name, koan=koan, strategy=strategy.name, sample=sample)
+                for marker in (f"family_{koan.family}", f"pattern_{koan.pattern}", f"split_{koan.split}",
+                               f"strategy_{strategy.name}"):
+                    item.add_marker(_registered(self.config, marker))
+                if koan.flagged:
+                    item.add_marker(pytest.mark.skip(reason=f"flagged koan: {koan.flagged}"))
+                yield item
+
+    def repr_failure(self, excinfo):
+        if isinstance(excinfo.value, KoanFileError):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo)
+
+
+def _registered(config, name: str) -> str:
+    # Markers made from koan metadata are registered as they appear, so that
+    # --strict-markers accepts them.
+    if not any(line.split(":")[0] == name for line in config.getini("markers")):
+        config.addinivalue_line("markers", f"{name}: koan metadata")
+    return name
+
+
+class KoanNotRepaired(Exception):
+    """The item's failure: the koan was not repaired (or the item errored)."""
+
+
+class KoanItem(pytest.Item):
+    def __init__(self, *, koan: Koan, strategy: str, sample: int, **kwargs):
+        super().__init__(**kwargs)
+        self.koan, self.strategy, self.sample = koan, strategy, sample
+
+    def runtest(self):
+        plugin: SleepyPlugin = self.config.pluginmanager.get_plugin("sleepy-benchmark")
+        outcome = plugin.benchmark.run(self.koan, self.strategy, self.sample)
+        self.user_properties.append((OUTCOME_KEY, outcome.to_dict()))
+        if not outcome.solved:
+            prefix = "ERROR (not counted)" if outcome.status == ERROR else "not repaired"
+            raise KoanNotRepaired(f"{self.name}: {prefix}: {outcome.reason}")
+
+    def repr_failure(self, excinfo):
+        if isinstance(excinfo.value, KoanNotRepaired):
+            return str(excinfo.value)
+        if isinstance(excinfo.value, INFRASTRUCTURE):
+            # Not the koan's fault: stop here rather than fail every remaining item.
+            self.session.shouldstop = f"pytest-sleepy: {excinfo.value}"
+            return f"{self.name}: infrastructure problem, session stopped: {excinfo.value}"
+        return super().repr_failure(excinfo)
+
+    def reportinfo(self):
+        return self.path, None, f"koan {self.koan.id} with strategy {self.strategy}" + (
+            f", sample {self.sample}" if self.plugin_samples > 1 else "")
+
+    @property
+    def plugin_samples(self) -> int:
+        return self.config.pluginmanager.get_plugin("sleepy-benchmark").settings.samples

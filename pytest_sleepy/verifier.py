@@ -33,12 +33,14 @@ from .koans import Koan
 from .sandbox import COMPILE_LIMITS, SANDBOX_ROOT, TEST_LIMITS, Limits, Sandbox, SandboxResult, Toolchain
 from .tamper import HIDDEN_TEST_MODULE, find_tampering
 
-__all__ = ["Verdict", "Verifier", "VerificationCache", "verify_candidate", "VERSION"]
+__all__ = ["Verdict", "Verifier", "VerificationCache", "verify_candidate", "VERSION", "CANDIDATE_FILES"]
 
 # Bump whenever a change here or in tamper.py could change a verdict: it invalidates
 # every cached verdict.
 VERSION = "3"
 TEST_BINARY = "candidate_tests"
+# Where the candidate sits, as rustc's spans name it: the rustc path, the cargo path.
+CANDIDATE_FILES = ("candidate.rs", "src/main.rs")
 OUTPUT_KEPT = 8000  # characters of test output kept in a verdict
 
 
@@ -174,14 +176,14 @@ class Verifier:
         return _judge_test_run(replace(base, compiled=True, run_seconds=round(run.seconds, 4)), run, expected, self.test_limits)
 
     def _compile_with_rustc(self, koan: Koan, code: str, workdir: Path):
-        (workdir / "candidate.rs").write_text(_with_hidden_module(code), encoding="utf-8")
+        (workdir / CANDIDATE_FILES[0]).write_text(_with_hidden_module(code), encoding="utf-8")
         (workdir / HIDDEN_TESTS_FILE).write_text(_hidden_tests_source(koan), encoding="utf-8")
         result = self.sandbox.run(
             [self.toolchain.rustc, "--test", "--edition", koan.edition, "--crate-name", "candidate",
              "--error-format=json", "-F", "unsafe_code", "-C", "debuginfo=0",
              # std's debug info is most of what the linker copies; tests never need it.
              "-C", "strip=debuginfo",
-             "-o", TEST_BINARY, "candidate.rs"],
+             "-o", TEST_BINARY, CANDIDATE_FILES[0]],
             workdir=workdir, limits=self.compile_limits,
         )
         binary = TEST_BINARY if result.returncode == 0 else None
@@ -190,7 +192,7 @@ class Verifier:
     def _compile_with_cargo(self, koan: Koan, code: str, workdir: Path):
         cargo = self.toolchain.require_cargo()
         (workdir / "src").mkdir()
-        (workdir / "src" / "main.rs").write_text(_with_hidden_module(code), encoding="utf-8")
+        (workdir / CANDIDATE_FILES[1]).write_text(_with_hidden_module(code), encoding="utf-8")
         (workdir / "src" / HIDDEN_TESTS_FILE).write_text(_hidden_tests_source(koan), encoding="utf-8")
         isolated = self.sandbox.isolated
         inside = {name: f"/deps/{name}" if isolated else str(path) for name, path in koan.dependencies.items()}

@@ -1,0 +1,202 @@
+"""One process's benchmark: settings, strategies, model, caches, verifier and episodes.
+
+The pytest plugin builds one `Benchmark` per process (controller and each xdist
+worker) and calls `run(koan, strategy, sample)` per item; everything here is plain
+Python so it can be driven without pytest. Building it is cheap and contacts nothing:
+the model server and the sandbox are touched by `preflight()` (once, on the
+controller) and by the first `run()`.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import platform
+import subprocess
+import sys
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .agent import Attempt, repair
+from .koans import Koan, KoanFileError, load_families, load_koan
+from .models import CacheMiss, CompletionCache, GenerationSettings, load_model, parse_model_spec
+from .results import ERROR, FAILED, PASSED, EpisodeLog, Outcome
+from .sandbox import Sandbox, Toolchain
+from .settings import BenchmarkSettings, completion_cache_dir, verdict_cache_dir
+from .strategies import Strategy, load_strategies, select_strategies
+from .verifier import VerificationCache, Verifier
+
+__all__ = ["Benchmark", "new_run_id", "git_state"]
+
+
+def new_run_id() -> str:
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:8]
+
+
+class Benchmark:
+    def __init__(
+        self,
+        settings: BenchmarkSettings,
+        *,
+        koans_dir: Path,
+        strategies_dir: Path,
+        run_id: str | None = None,
+        unsafe_no_sandbox: bool = False,
+    ):
+        self.settings = settings
+        self.koans_dir = koans_dir
+        self.run_id = run_id or new_run_id()
+        self.unsafe_no_sandbox = unsafe_no_sandbox
+        self.strategies: list[Strategy] = select_strategies(load_strategies(strategies_dir), settings.strategy)
+        self.model = load_model(parse_model_spec(settings.model))
+        self.completions = CompletionCache(completion_cache_dir(settings.cache_dir), settings.cache)
+        self.episodes = EpisodeLog(settings.episodes) if settings.episodes else None
+        self._verifier: Verifier | None = None
+        self._prepared = False
+
+    @property
+    def verifier(self) -> Verifier:
+        """Built on first use: it checks bubblewrap and rustc (and may refuse to run)."""
+        if self._verifier is None:
+            cache = None if self.settings.cache == "off" else VerificationCache(verdict_cache_dir(self.settings.cache_dir))
+            self._verifier = Verifier(Sandbox(Toolchain.detect(), unsafe_no_sandbox=self.unsafe_no_sandbox), cache)
+        return self._verifier
+
+    def strategy(self, name: str) -> Strategy:
+        return next(s for s in self.strategies if s.name == name)
+
+    def preflight(self) -> None:
+        """Raise ModelUnavailable / SandboxUnavailable / ToolchainMissing before any item
+        runs. Replaying a recorded run (`--sleepy-cache=read`) needs no model."""
+        self.verifier
+        if self.settings.cache != "read":
+            self.model.preflight()
+
+    def load_koan(self, path: Path) -> Koan:
+        return load_koan(path, load_families(self.koans_dir))
+
+    def train_koans(self) -> list[Koan]:
+        """The train split, the only koans strategies may learn from. A broken file is
+        skipped here; collection reports it as an error of its own."""
+        families = load_families(self.koans_dir)
+        koans = []
+        for path in sorted(self.koans_dir.rglob("*.toml")):
+            if path.name == "families.toml":
+                continue
+            try:
+                koan = load_koan(path, families)
+            except KoanFileError:
+                continue
+            if koan.split == "train" and not koan.flagged:
+                koans.append(koan)
+        return koans
+
+    def _prepare(self) -> None:
+        if not self._prepared:
+            train = self.train_koans()
+            for strategy in self.strategies:
+                strategy.prepare(train, self.verifier.verify_candidate)
+            self._prepared = True
+
+    def seed(self, sample: int) -> int:
+        return self.settings.seed + sample
+
+    def run(self, koan: Koan, strategy_name: str, sample: int) -> Outcome:
+        """Repair `koan` with one strategy and one sample; ModelUnavailable propagates."""
+        self._prepare()
+        seed = self.seed(sample)
+        outcome = Outcome(koan=koan.id, strategy=strategy_name, sample=sample, seed=seed, status=FAILED, reason="",
+                          family=koan.family, pattern=koan.pattern, split=koan.split, koan_digest=koan.digest)
+        settings = GenerationSettings(temperature=self.settings.temperature, seed=seed,
+                                      max_tokens=self.settings.max_tokens)
+
+        def record(attempt: Attempt) -> None:
+            if self.episodes is not None:
+                self.episodes.append(self.episode(koan, strategy_name, sample, seed, attempt))
+
+        try:
+            result = repair(koan, self.strategy(strategy_name), self.model, self.verifier,
+                            max_steps=self.settings.max_steps, settings=settings, cache=self.completions,
+                            on_attempt=record)
+        except CacheMiss as miss:
+            outcome.status, outcome.reason = ERROR, f"{koan.id}: {miss}"
+            return outcome
+        outcome.status = PASSED if result.solved else FAILED
+        outcome.reason = result.reason
+        if result.initial.passed:
+            outcome.status = ERROR
+        outcome.steps = result.steps
+        outcome.model_seconds = round(result.model_seconds, 4)
+        outcome.verify_seconds = round(result.verify_seconds, 4)
+        outcome.tokens_in, outcome.tokens_out = result.tokens
+        outcome.model_identity = next((a.model_identity for a in reversed(result.attempts) if a.model_identity), "")
+        outcome.replayed = sum(1 for a in result.attempts if a.cached)
+        return outcome
+
+    def episode(self, koan: Koan, strategy: str, sample: int, seed: int, attempt: Attempt) -> dict:
+        verdict = attempt.verdict
+        return {
+            "run_id": self.run_id,
+            "koan": koan.id,
+            "koan_digest": koan.digest,
+            "strategy": strategy,
+            "model": self.model.spec.text,
+            "model_identity": attempt.model_identity,
+            "adapter": attempt.request.adapter,
+            "sample": sample,
+            "seed": seed,
+            "step": attempt.step,
+            "prompt_hash": attempt.request.digest(),
+            "messages": [{"role": m.role, "content": m.content} for m in attempt.request.messages],
+            "settings": attempt.request.to_dict()["settings"],
+            "response": attempt.response,
+            "code": attempt.code,
+            "diff": attempt.diff,
+            "diagnostics": [d.code for d in attempt.request.diagnostics if d.is_error and d.code],
+            "verdict": None if verdict is None else {
+                "passed": verdict.passed, "compiled": verdict.compiled, "reason": verdict.reason,
+                "error_codes": verdict.error_codes, "tests_passed": verdict.tests_passed,
+                "tests_failed": verdict.tests_failed, "tests_total": verdict.tests_total,
+                "failed_tests": verdict.failed_tests, "timed_out": verdict.timed_out, "tampering": verdict.tampering,
+            },
+            "model_error": attempt.model_error,
+            "tokens_in": attempt.tokens_in,
+            "tokens_out": attempt.tokens_out,
+            "model_seconds": round(attempt.model_seconds, 4),
+            "verify_seconds": round(attempt.verify_seconds, 4),
+            "cached": attempt.cached,
+        }
+
+    def provenance(self, outcomes: list[Outcome], rootdir: Path, started: str) -> dict:
+        seeds = sorted({o.seed for o in outcomes})
+        return {
+            "package": {"name": "pytest-sleepy", "version": importlib.metadata.version("pytest-sleepy")},
+            "git": git_state(rootdir),
+            "rustc": self.verifier.toolchain.version,
+            "sandbox": self.verifier.sandbox.mode,
+            "model": {"spec": self.model.spec.text, "backend": self.model.spec.backend,
+                      "identities": sorted({o.model_identity for o in outcomes if o.model_identity})},
+            "strategies": [s.definition() for s in self.strategies],
+            "seeds": seeds,
+            "options": self.settings.to_dict(),
+            "koans": {o.koan: o.koan_digest for o in sorted(outcomes, key=lambda o: o.koan)},
+            "python": sys.version.split()[0],
+            "platform": platform.platform(),
+            "started": started,
+            "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+
+
+def git_state(directory: Path) -> dict:
+    """The commit the run was made from, and whether the working tree had changes."""
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", *args], cwd=directory, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    if commit is None:
+        return {"commit": None, "dirty": None}
+    return {"commit": commit, "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}

@@ -1,0 +1,50 @@
+"""Model backends behind one protocol (`base.Model`), chosen by `--model`.
+
+    rustfix[?applicability=machine-applicable|maybe-incorrect]   rustc's own suggestions (default)
+    ollama:NAME                                                  a model served by Ollama
+    hf:NAME_OR_PATH[?load_in_4bit=1&...]                         transformers, local or hub weights
+
+Backends are imported only when chosen, so `rustfix` needs neither torch nor a server.
+"""
+
+from __future__ import annotations
+
+from .base import (
+    Completion,
+    CompletionRequest,
+    GenerationSettings,
+    Message,
+    Model,
+    ModelError,
+    ModelSpec,
+    ModelUnavailable,
+    parse_model_spec,
+)
+from .cache import CACHE_MODES, CacheMiss, CompletionCache, cached_complete
+
+__all__ = [
+    "CACHE_MODES", "CacheMiss", "Completion", "CompletionCache", "CompletionRequest", "GenerationSettings",
+    "Message", "Model", "ModelError", "ModelSpec", "ModelUnavailable", "cached_complete", "load_model",
+    "parse_model_spec", "DEFAULT_MODEL",
+]
+
+DEFAULT_MODEL = "rustfix"
+
+
+def load_model(spec: str | ModelSpec) -> Model:
+    """Build the backend for `spec`. Bad settings raise ValueError naming them; a backend
+    that cannot run here raises ModelUnavailable. Loading weights or contacting a server
+    happens here or in `preflight()`, never silently per request."""
+    if isinstance(spec, str):
+        spec = parse_model_spec(spec)
+    if spec.backend == "rustfix":
+        from .rustfix import RustfixModel
+
+        return RustfixModel(spec)
+    if spec.backend == "ollama":
+        from .ollama import OllamaModel
+
+        return OllamaModel(spec)
+    from .hf import HFModel
+
+    return HFModel(spec)

@@ -1,0 +1,167 @@
+"""The one protocol every model backend speaks, and the records it exchanges.
+
+A backend turns a `CompletionRequest` (chat messages, generation settings, the adapter
+to apply, and the code and diagnostics the messages were built from) into a
+`Completion`. Backends that read chat messages (ollama, hf) ignore the context fields;
+the rustfix backend, which is not a language model, reads only them.
+
+Two kinds of failure, kept apart because they mean different things for the numbers:
+
+- `ModelError`: this request failed (after the backend's own retries). The agent
+  records it as the koan's failure reason and the session goes on.
+- `ModelUnavailable`: the backend cannot serve at all (server down, model not pulled,
+  4-bit asked for without CUDA). It stops the session once, with the fix in the
+  message, and is never counted as a koan failure.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Protocol, runtime_checkable
+from urllib.parse import parse_qsl
+
+from ..diagnostics import Diagnostic
+
+__all__ = [
+    "Message",
+    "GenerationSettings",
+    "CompletionRequest",
+    "Completion",
+    "Model",
+    "ModelSpec",
+    "ModelError",
+    "ModelUnavailable",
+    "parse_model_spec",
+    "BACKENDS",
+]
+
+
+@dataclass(frozen=True)
+class Message:
+    role: str  # "system", "user" or "assistant"
+    content: str
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    temperature: float = 0.0  # 0 means greedy decoding
+    seed: int = 0
+    max_tokens: int = 1024  # new tokens per answer
+
+
+@dataclass(frozen=True)
+class CompletionRequest:
+    messages: tuple[Message, ...]
+    settings: GenerationSettings = GenerationSettings()
+    adapter: str | None = None  # identity of the adapter to apply; None = the base model
+    code: str = ""  # the program the messages ask to repair
+    diagnostics: tuple[Diagnostic, ...] = ()  # rustc's diagnostics for `code`
+
+    def to_dict(self) -> dict:
+        return {
+            "messages": [asdict(m) for m in self.messages],
+            "settings": asdict(self.settings),
+            "adapter": self.adapter,
+            "code": self.code,
+            "diagnostics": [d.to_dict() for d in self.diagnostics],
+        }
+
+    def digest(self) -> str:
+        """A stable hash of the prompt alone (messages), recorded in episodes."""
+        text = json.dumps([asdict(m) for m in self.messages], sort_keys=True, ensure_ascii=False)
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+@dataclass
+class Completion:
+    text: str
+    tokens_in: int = 0
+    tokens_out: int = 0
+    seconds: float = 0.0  # time spent producing it (0 when replayed from the cache)
+    cached: bool = False
+    model_identity: str = ""  # filled in by the cache layer: who answered (live or recorded)
+    extra: dict = field(default_factory=dict)  # backend details worth keeping (e.g. done_reason)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Completion":
+        return cls(**data)
+
+
+class ModelError(Exception):
+    """One request failed after the backend's retries; recorded as the koan's reason."""
+
+
+class ModelUnavailable(Exception):
+    """The backend cannot serve at all; the message says what to run to fix it."""
+
+
+@runtime_checkable
+class Model(Protocol):
+    spec: "ModelSpec"
+
+    @property
+    def identity(self) -> str:
+        """What distinguishes this model's answers from another's: a digest or commit
+        hash of the weights, not only a name that can point at new weights tomorrow."""
+
+    def preflight(self) -> None:
+        """Raise ModelUnavailable, with the command that fixes it, if requests would fail."""
+
+    def complete(self, request: CompletionRequest) -> Completion:
+        ...
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A parsed `--model` value: `BACKEND[:NAME][?key=value&...]`.
+
+    Examples: `rustfix`, `rustfix?applicability=maybe-incorrect`,
+    `ollama:qwen2.5-coder:7b`, `hf:Qwen/Qwen2.5-Coder-1.5B-Instruct`,
+    `hf:/models/my-model?load_in_4bit=1`.
+    """
+
+    text: str
+    backend: str
+    name: str
+    options: tuple[tuple[str, str], ...] = ()
+
+    def option(self, key: str, default: str | None = None) -> str | None:
+        return dict(self.options).get(key, default)
+
+    def check_options(self, known: dict[str, str]) -> None:
+        """Refuse settings the backend does not know: a typo must not silently run
+        another configuration. `known` maps each setting to what it accepts."""
+        for key, _ in self.options:
+            if key not in known:
+                accepted = "; ".join(f"{k}={v}" for k, v in known.items()) or "none"
+                raise ValueError(f"--model={self.text!r}: unknown setting {key!r} for {self.backend}; accepted: {accepted}")
+
+
+BACKENDS = ("rustfix", "ollama", "hf")
+
+
+def parse_model_spec(text: str) -> ModelSpec:
+    """Parse `--model`; a ValueError names the option and lists what is accepted."""
+    base, _, query = text.strip().partition("?")
+    backend, _, name = base.partition(":")
+    if backend not in BACKENDS:
+        raise ValueError(
+            f"--model={text!r}: unknown backend {backend!r}; use one of "
+            "rustfix, ollama:NAME (e.g. ollama:qwen2.5-coder:7b), hf:NAME_OR_PATH"
+        )
+    if backend in ("ollama", "hf") and not name:
+        raise ValueError(f"--model={text!r}: {backend} needs a model name, e.g. {backend}:" +
+                         ("qwen2.5-coder:7b" if backend == "ollama" else "Qwen/Qwen2.5-Coder-1.5B-Instruct"))
+    if backend == "rustfix" and name:
+        raise ValueError(f"--model={text!r}: rustfix takes no name; settings go after '?', "
+                         "e.g. rustfix?applicability=maybe-incorrect")
+    try:
+        options = tuple(parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query)))
+    except ValueError:
+        raise ValueError(f"--model={text!r}: cannot read the settings after '?'; write key=value pairs joined by '&'") from None
+    return ModelSpec(text=text.strip(), backend=backend, name=name, options=options)

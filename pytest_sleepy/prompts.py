@@ -1,0 +1,109 @@
+"""The one prompt builder, shared by inference and (later) training data.
+
+Prompts are built from what a developer at a terminal would see, cleaned: rustc's
+rendered errors for the candidate (warnings dropped, at most MAX_DIAGNOSTICS, each
+rendered block capped), or the names and panic messages of failing hidden tests. The
+hidden tests' source is never shown: an error located in the tests is reduced to its
+one-line message, and a panic's location in the test file is cut.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .models.base import Message
+from .tamper import HIDDEN_TEST_MODULE
+from .verifier import Verdict
+
+__all__ = ["SYSTEM_PROMPT", "describe_verdict", "repair_messages", "FewShotExample"]
+
+SYSTEM_PROMPT = (
+    "You are an expert Rust programmer. You repair Rust programs so that they compile "
+    "and behave as intended. Answer with the complete corrected program in one ```rust "
+    "code block."
+)
+MAX_DIAGNOSTICS = 6
+MAX_RENDERED = 2500  # characters per rendered diagnostic
+MAX_PANIC_LINES = 6
+
+_SECTION = re.compile(rf"^---- {HIDDEN_TEST_MODULE}::(\w+) stdout ----\n(.*?)(?=^---- |^failures:|\Z)", re.DOTALL | re.MULTILINE)
+_PANIC = re.compile(r"panicked at [^\n]*?:\d+:\d+:\n(.*?)(?:\nnote: |\n\n|\Z)", re.DOTALL)
+
+
+def describe_verdict(verdict: Verdict) -> str:
+    """What went wrong with a candidate, in the words the model will read."""
+    if verdict.passed:
+        return "The program compiles and passes all tests."
+    if verdict.tampering:
+        return f"The program was rejected: {verdict.tampering.removeprefix('tampering: ')}."
+    if not verdict.compiled:
+        errors = [d for d in verdict.diagnostics if d.is_error]
+        if not errors:
+            return f"The program does not compile: {verdict.reason}."
+        parts: list[str] = []
+        for diagnostic in errors:
+            if diagnostic.in_hidden_tests:
+                code = f"[{diagnostic.code}]" if diagnostic.code else ""
+                part = f"error{code} in the hidden tests, which use your program's public items: {diagnostic.message}"
+            else:
+                part = _cap(diagnostic.rendered.strip(), MAX_RENDERED)
+            if part not in parts:
+                parts.append(part)
+        if len(parts) > MAX_DIAGNOSTICS:
+            parts[MAX_DIAGNOSTICS:] = [f"... and {len(parts) - MAX_DIAGNOSTICS} more errors"]
+        return "The program does not compile:\n\n" + "\n\n".join(parts)
+    if verdict.timed_out:
+        return "The program compiles, but the tests did not finish in time (an endless loop or a very slow algorithm?)."
+    if verdict.failed_tests:
+        lines = [f"The program compiles, but {verdict.tests_failed} of {verdict.tests_total} hidden tests fail:"]
+        sections = dict(_SECTION.findall(verdict.test_output))
+        for name in verdict.failed_tests:
+            panic = _PANIC.search(sections.get(name, ""))
+            message = "\n".join(panic.group(1).strip().splitlines()[:MAX_PANIC_LINES]) if panic else ""
+            lines.append(f"- {name}" + (f":\n{_indent(message)}" if message else ""))
+        return "\n".join(lines)
+    return f"The program compiles, but the tests do not pass: {verdict.reason}."
+
+
+@dataclass(frozen=True)
+class FewShotExample:
+    """A solved example: a broken program, the feedback on it, and the repair."""
+
+    code: str
+    feedback: str
+    fixed: str
+
+
+def repair_messages(
+    code: str,
+    verdict: Verdict,
+    *,
+    hints: Sequence[str] = (),
+    examples: Sequence[FewShotExample] = (),
+    system: str = SYSTEM_PROMPT,
+) -> tuple[Message, ...]:
+    """The chat for one repair step: system prompt, optional worked examples as earlier
+    turns, then the program, the cleaned feedback and any hints."""
+    messages = [Message("system", system)]
+    for example in examples:
+        messages.append(Message("user", _request(example.code, example.feedback, ())))
+        messages.append(Message("assistant", f"```rust\n{example.fixed.strip()}\n```"))
+    messages.append(Message("user", _request(code, describe_verdict(verdict), hints)))
+    return tuple(messages)
+
+
+def _request(code: str, feedback: str, hints: Sequence[str]) -> str:
+    text = f"Repair this Rust program.\n\n```rust\n{code.strip()}\n```\n\n{feedback}"
+    if hints:
+        text += "\n\nHints:\n" + "\n".join(f"- {hint}" for hint in hints)
+    return text + "\n\nAnswer with the complete corrected program in one ```rust code block."
+
+
+def _cap(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit].rstrip() + "\n... (truncated)"
+
+
+def _indent(text: str) -> str:
+    return "\n".join(f"    {line}" for line in text.splitlines())

@@ -1,0 +1,51 @@
+"""The statistics behind every number the summary prints.
+
+Kept small and exact (no scipy): a Wilson score interval for pass rates, the exact
+McNemar test for paired comparisons (a two-sided binomial sign test on the discordant
+koans), and the unbiased pass@k estimator of Chen et al. (2021).
+"""
+
+from __future__ import annotations
+
+import math
+
+__all__ = ["wilson_interval", "exact_mcnemar", "pass_at_k", "Z_95"]
+
+Z_95 = 1.959963984540054  # two-sided 95 % normal quantile
+
+
+def wilson_interval(successes: float, trials: int, z: float = Z_95) -> tuple[float, float]:
+    """Wilson score interval for a proportion. `successes` may be fractional (a koan
+    solved in 2 of 3 samples counts 2/3) when `trials` counts koans: samples of one koan
+    are not independent trials, so they must not narrow the interval."""
+    if trials <= 0:
+        return (0.0, 1.0)
+    if not 0 <= successes <= trials:
+        raise ValueError(f"successes={successes} must lie between 0 and trials={trials}")
+    p = successes / trials
+    denominator = 1 + z * z / trials
+    centre = (p + z * z / (2 * trials)) / denominator
+    half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / denominator
+    # Clamp rounding noise: at p = 0 the lower bound is exactly 0.
+    return (max(0.0, centre - half) if successes > 0 else 0.0, min(1.0, centre + half) if successes < trials else 1.0)
+
+
+def exact_mcnemar(gains: int, losses: int) -> float:
+    """Two-sided exact McNemar p-value from the discordant pairs: koans only the new
+    strategy solved (`gains`) and koans only the reference solved (`losses`). Under the
+    null hypothesis each discordant koan is a fair coin."""
+    n = gains + losses
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(gains, losses) + 1)) / 2**n
+    return min(1.0, 2 * tail)
+
+
+def pass_at_k(samples: int, correct: int, k: int) -> float:
+    """Unbiased estimate of the chance that at least one of k samples is correct, from
+    `samples` draws of which `correct` passed: 1 - C(n-c, k) / C(n, k)."""
+    if not 0 <= correct <= samples or not 1 <= k <= samples:
+        raise ValueError(f"pass@k needs 0 <= correct <= samples and 1 <= k <= samples (got n={samples}, c={correct}, k={k})")
+    if samples - correct < k:
+        return 1.0
+    return 1.0 - math.comb(samples - correct, k) / math.comb(samples, k)

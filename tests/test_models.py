@@ -1,0 +1,188 @@
+"""Model specs, the record/replay cache and the rustfix backend."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import pytest
+
+from pytest_sleepy.models import (CacheMiss, Completion, CompletionCache, CompletionRequest, GenerationSettings,
+                                  Message, ModelSpec, cached_complete, load_model, parse_model_spec)
+from pytest_sleepy.models.rustfix import NO_SUGGESTION
+
+from conftest import BUGGY_SHOP
+
+
+@dataclass
+class CountingModel:
+    """Answers with a counter so that tests can tell fresh answers from replays."""
+
+    identity: str = "counting@1"
+    spec: ModelSpec = ModelSpec(text="counting", backend="counting", name="counting")
+    calls: list = field(default_factory=list)
+
+    def preflight(self):
+        return None
+
+    def complete(self, request):
+        self.calls.append(request)
+        return Completion(text=f"answer {len(self.calls)}", tokens_in=3, tokens_out=2, seconds=0.5)
+
+
+def request(text="fix it", **settings) -> CompletionRequest:
+    return CompletionRequest(messages=(Message("user", text),), settings=GenerationSettings(**settings))
+
+
+# -- specs --------------------------------------------------------------------------
+
+
+def test_a_spec_splits_backend_name_and_settings():
+    spec = parse_model_spec("hf:Qwen/Qwen2.5-Coder-1.5B-Instruct?load_in_4bit=1")
+    assert (spec.backend, spec.name, spec.option("load_in_4bit")) == ("hf", "Qwen/Qwen2.5-Coder-1.5B-Instruct", "1")
+
+
+def test_an_ollama_name_keeps_its_tag():
+    assert parse_model_spec("ollama:qwen2.5-coder:7b").name == "qwen2.5-coder:7b"
+
+
+@pytest.mark.parametrize("text, complaint", [
+    ("gpt4", "unknown backend 'gpt4'"),
+    ("ollama", "ollama needs a model name"),
+    ("hf:", "hf needs a model name"),
+    ("rustfix:fast", "rustfix takes no name"),
+])
+def test_a_bad_spec_names_the_option_and_what_to_write(text, complaint):
+    with pytest.raises(ValueError, match=f"--model={text!r}: {complaint}"):
+        parse_model_spec(text)
+
+
+def test_an_unknown_backend_setting_is_refused():
+    with pytest.raises(ValueError, match="unknown setting 'aplicability' for rustfix; accepted: applicability="):
+        load_model("rustfix?aplicability=maybe-incorrect")
+
+
+# -- record / replay ------------------------------------------------------------------
+
+
+def test_rw_records_then_replays_without_calling_the_model(tmp_path):
+    model, cache = CountingModel(), CompletionCache(tmp_path, "rw")
+    first = cached_complete(model, request(), cache)
+    again = cached_complete(model, request(), cache)
+    assert len(model.calls) == 1
+    assert again.text == first.text == "answer 1" and again.cached and not first.cached
+    assert again.model_identity == "counting@1"
+
+
+@pytest.mark.parametrize("change", [
+    dict(text="fix it differently"),
+    dict(temperature=0.7),
+    dict(seed=1),
+    dict(max_tokens=10),
+])
+def test_any_change_of_messages_or_settings_is_a_new_entry(tmp_path, change):
+    model, cache = CountingModel(), CompletionCache(tmp_path, "rw")
+    cached_complete(model, request(), cache)
+    cached_complete(model, request(**change), cache)
+    assert len(model.calls) == 2
+
+
+def test_the_adapter_is_part_of_the_key(tmp_path):
+    model, cache = CountingModel(), CompletionCache(tmp_path, "rw")
+    cached_complete(model, request(), cache)
+    with_adapter = CompletionRequest(messages=request().messages, adapter="lora@abc")
+    cached_complete(model, with_adapter, cache)
+    assert len(model.calls) == 2
+
+
+def test_new_weights_behind_the_same_name_are_not_served_old_answers(tmp_path):
+    cache = CompletionCache(tmp_path, "rw")
+    cached_complete(CountingModel(identity="counting@1"), request(), cache)
+    retrained = CountingModel(identity="counting@2")
+    answer = cached_complete(retrained, request(), cache)
+    assert len(retrained.calls) == 1 and not answer.cached
+
+
+def test_read_replays_without_asking_the_model_for_its_identity(tmp_path):
+    cached_complete(CountingModel(), request(), CompletionCache(tmp_path, "rw"))
+
+    class Unreachable:
+        spec = CountingModel.spec
+
+        @property
+        def identity(self):
+            raise AssertionError("replay must not contact the model")
+
+        def complete(self, request):
+            raise AssertionError("replay must not contact the model")
+
+    answer = cached_complete(Unreachable(), request(), CompletionCache(tmp_path, "read"))
+    assert answer.text == "answer 1" and answer.model_identity == "counting@1"
+
+
+def test_read_with_no_recording_is_an_error_that_says_how_to_record(tmp_path):
+    with pytest.raises(CacheMiss, match="record one with --sleepy-cache=rw"):
+        cached_complete(CountingModel(), request(), CompletionCache(tmp_path, "read"))
+
+
+def test_write_always_asks_the_model_and_overwrites(tmp_path):
+    model = CountingModel()
+    cached_complete(model, request(), CompletionCache(tmp_path, "rw"))
+    cached_complete(model, request(), CompletionCache(tmp_path, "write"))
+    replay = cached_complete(model, request(), CompletionCache(tmp_path, "read"))
+    assert len(model.calls) == 2 and replay.text == "answer 2"
+
+
+def test_off_neither_reads_nor_writes(tmp_path):
+    model = CountingModel()
+    cached_complete(model, request(), CompletionCache(tmp_path, "off"))
+    cached_complete(model, request(), CompletionCache(tmp_path, "off"))
+    assert len(model.calls) == 2 and not list(tmp_path.rglob("*.json"))
+
+
+def test_an_entry_records_what_the_model_was_asked_in_readable_json(tmp_path):
+    cached_complete(CountingModel(), request("please repair"), CompletionCache(tmp_path, "rw"))
+    [entry] = tmp_path.rglob("*.json")
+    record = json.loads(entry.read_text())
+    assert record["request"]["messages"] == [{"role": "user", "content": "please repair"}]
+    assert record["identity"] == "counting@1" and record["completion"]["text"] == "answer 1"
+
+
+def test_a_corrupt_entry_is_treated_as_missing(tmp_path):
+    model, cache = CountingModel(), CompletionCache(tmp_path, "rw")
+    cached_complete(model, request(), cache)
+    [entry] = tmp_path.rglob("*.json")
+    entry.write_text("{ torn")
+    assert cached_complete(model, request(), cache).text == "answer 2"
+
+
+def test_an_unknown_cache_mode_lists_the_modes(tmp_path):
+    with pytest.raises(ValueError, match="--sleepy-cache='sometimes': use one of off, read, write, rw"):
+        CompletionCache(tmp_path, "sometimes")
+
+
+# -- rustfix --------------------------------------------------------------------------
+
+
+def rustfix_request(code, verdict):
+    return CompletionRequest(messages=(Message("user", "fix"),), code=code, diagnostics=tuple(verdict.diagnostics))
+
+
+def test_rustfix_answers_with_the_suggested_program_in_a_fence(verifier, shop_koan):
+    code = "pub fn total(items: Vec<u32>) -> u32 {\n    let sum = 0;\n    for x in items { sum += x; }\n    sum\n}\n"
+    verdict = verifier.verify_candidate(shop_koan, code)
+    answer = load_model("rustfix").complete(rustfix_request(code, verdict))
+    assert answer.text.startswith("```rust\n") and "let mut sum = 0;" in answer.text
+
+
+def test_rustfix_applies_maybe_incorrect_suggestions_only_when_asked(verifier, shop_koan):
+    verdict = verifier.verify_candidate(shop_koan, BUGGY_SHOP)  # E0382: "consider cloning" is MaybeIncorrect
+    plain = load_model("rustfix").complete(rustfix_request(BUGGY_SHOP, verdict))
+    bolder = load_model("rustfix?applicability=maybe-incorrect").complete(rustfix_request(BUGGY_SHOP, verdict))
+    assert plain.text == NO_SUGGESTION
+    assert "items.clone().into_iter()" in bolder.text
+
+
+def test_rustfix_identity_says_which_suggestions_it_applies():
+    assert load_model("rustfix").identity == "rustfix/MachineApplicable"
+    assert load_model("rustfix?applicability=maybe-incorrect").identity == "rustfix/MachineApplicable+MaybeIncorrect"

@@ -111,12 +111,13 @@ class SleepyPlugin:
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionstart(self, session):
-        if self.worker or not self.selects_koans():
+        if self.worker or self.config.option.collectonly or not self.selects_koans():
             return
         try:
             self.benchmark.preflight()
         except INFRASTRUCTURE as error:
-            pytest.exit(f"pytest-sleepy: {error}", returncode=pytest.ExitCode.USAGE_ERROR)
+            # A UsageError here is printed once, before xdist starts any worker.
+            raise pytest.UsageError(f"pytest-sleepy: {error}") from None
 
     # -- outcomes and the summary (controller only) ---------------------------------
 

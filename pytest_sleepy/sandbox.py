@@ -116,7 +116,17 @@ class Toolchain:
                 "rustc was not found on PATH: install Rust (for example with rustup, "
                 "https://rustup.rs) or set RUSTC to the compiler's path"
             )
-        sysroot = _output([found, "--print", "sysroot"]).strip()
+        try:
+            sysroot = _output([found, "--print", "sysroot"]).strip()
+        except subprocess.CalledProcessError as error:
+            # Typically a rustup proxy that cannot find its toolchains (HOME or
+            # RUSTUP_HOME changed): say what rustc said.
+            said = (error.stderr or "").strip().splitlines()
+            raise ToolchainMissing(
+                f"{found} --print sysroot failed: {said[-1] if said else f'exit status {error.returncode}'}; "
+                "check that `rustc --version` works in this environment (with rustup: RUSTUP_HOME and HOME), "
+                "or set RUSTC to the compiler's path"
+            ) from None
         rustc = os.path.join(sysroot, "bin", "rustc")
         if not os.access(rustc, os.X_OK):
             rustc = found

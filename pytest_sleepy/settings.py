@@ -76,6 +76,8 @@ def _integer(minimum: int) -> Callable[[object], int]:
 
 
 def _temperature(value) -> float:
+    if isinstance(value, bool):  # TOML `temperature = true` would otherwise read as 1.0
+        raise ValueError(f"expected a number, got {value!r}")
     try:
         number = float(value)
     except (TypeError, ValueError):

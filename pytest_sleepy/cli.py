@@ -6,6 +6,7 @@
     sleepy koans validate [PATH ...] [-j N]
     sleepy koans import --format seed-json FILE --out DIR [--split eval|train]
     sleepy koans import --format rustlings DIR --out DIR [--split eval|train]
+    sleepy strategies [--strategies DIR]
 
 Every `koans` command takes `--koans DIR` (the corpus; default ./koans), `--no-cache`
 (do not read or write the verification cache), `--cache-dir DIR` (default
@@ -32,6 +33,7 @@ from .koans import CorpusError, Koan, KoanFileError, load_corpus, load_families,
 from .sandbox import Sandbox, SandboxUnavailable, Toolchain, ToolchainMissing
 from .validation import KoanCheck, check_corpus
 from .settings import default_cache_dir, verdict_cache_dir
+from .strategies import StrategyError, load_strategies
 from .verifier import VerificationCache, Verifier
 
 __all__ = ["main"]
@@ -49,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return args.run(args)
-    except (UsageError, CorpusError, KoanFileError, SandboxUnavailable, ToolchainMissing, ValueError) as error:
+    except (UsageError, CorpusError, KoanFileError, SandboxUnavailable, ToolchainMissing, StrategyError,
+            ValueError) as error:
         print(f"sleepy: error: {error}", file=sys.stderr)
         return 2
 
@@ -99,6 +102,11 @@ def _parser() -> argparse.ArgumentParser:
     importer.add_argument("--split", choices=["eval", "train"], default=None,
                           help="split of the imported koans (default: eval for seed-json, train for rustlings)")
     importer.set_defaults(run=_import)
+
+    strategies = commands.add_parser("strategies", help="list the strategies --strategy can name")
+    strategies.add_argument("--strategies", type=Path, default=Path("strategies"), metavar="DIR",
+                            help="folder of strategy files (default: ./strategies)")
+    strategies.set_defaults(run=_strategies)
     return parser
 
 
@@ -124,6 +132,13 @@ def _list(args) -> int:
     rows = [(k.id, k.split, k.family, k.pattern, " ".join(k.expect), k.title) for k in koans]
     print(tabulate(rows, headers=["id", "split", "family", "pattern", "expect", "title"]))
     print(f"\n{len(koans)} koans")
+    return 0
+
+
+def _strategies(args) -> int:
+    found = load_strategies(args.strategies)
+    rows = [(s.name, s.max_steps or "--max-steps", s.description) for s in found.values()]
+    print(tabulate(rows, headers=["strategy", "steps", "description"]))
     return 0
 
 

@@ -75,8 +75,9 @@ class StrategyError(Exception):
 def load_strategies(directory: Path) -> dict[str, Strategy]:
     """Import every `*.py` in `directory` (files starting with `_` are helpers)."""
     if not directory.is_dir():
-        raise StrategyError(f"strategies folder {directory} does not exist; create it or point the "
-                            "`sleepy_strategies` ini option at the folder holding strategy files")
+        raise StrategyError(f"strategies folder {directory} does not exist; create it, or point the "
+                            "`sleepy_strategies` ini option (pytest) or --strategies (sleepy command) at the "
+                            "folder holding strategy files")
     strategies: dict[str, Strategy] = {}
     for path in sorted(directory.glob("*.py")):
         if path.name.startswith("_"):

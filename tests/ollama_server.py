@@ -57,7 +57,7 @@ class OllamaServer:
         self.chat_requests: list[dict] = []  # every chat request received, on arrival
         self.tags_requests = 0
         self._lock = threading.Lock()
-        self._stopping = threading.Event()
+        self.stopping = threading.Event()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._httpd.daemon_threads = True
         # A short poll keeps shutdown (and so every test's teardown) quick.
@@ -74,7 +74,7 @@ class OllamaServer:
         return self
 
     def stop(self) -> None:
-        self._stopping.set()  # wakes handlers sleeping out a `delay`
+        self.stopping.set()  # wakes handlers sleeping out a `delay`
         self._httpd.shutdown()
         self._httpd.server_close()
         self._thread.join()
@@ -144,7 +144,7 @@ class OllamaServer:
                 failure = server._next_failure(request)
                 if failure is not None:
                     if failure.delay:
-                        server._stopping.wait(failure.delay)
+                        server.stopping.wait(failure.delay)
                     if failure.disconnect:
                         self.close_connection = True
                         return
@@ -155,8 +155,12 @@ class OllamaServer:
 
             def _send(self, status: int, payload: dict) -> None:
                 data = json.dumps(payload).encode("utf-8")
+                closing = server.stopping.is_set()
                 try:
                     self.send_response(status)
+                    if closing:  # a stopped server must not keep serving kept-alive connections
+                        self.send_header("Connection", "close")
+                        self.close_connection = True
                     self.send_header("Content-Type", "application/json; charset=utf-8")
                     self.send_header("Content-Length", str(len(data)))
                     self.end_headers()

@@ -174,3 +174,17 @@ def test_console_script_is_installed():
     result = subprocess.run([sleepy, "koans", "list", "--koans", str(REPO_ROOT / "koans"), "--split", "eval"],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and result.stdout.rstrip().endswith("30 koans")
+
+
+def test_strategies_lists_names_with_their_descriptions(capsys):
+    status, out, _ = run(capsys, "strategies", "--strategies", str(REPO_ROOT / "strategies"))
+    assert status == 0
+    lines = out.splitlines()
+    assert lines[0].split() == ["strategy", "steps", "description"]
+    assert lines[2].startswith("baseline") and "plain instruction" in lines[2]
+    assert lines[3].startswith("hints") and "train koans" in lines[3]
+
+
+def test_strategies_with_a_missing_folder_is_a_usage_error(capsys, tmp_path):
+    status, _, err = run(capsys, "strategies", "--strategies", str(tmp_path / "none"))
+    assert status == 2 and "--strategies" in err and "does not exist" in err

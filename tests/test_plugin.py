@@ -289,3 +289,25 @@ def test_a_model_error_fails_the_koan_and_the_session_goes_on(bench, monkeypatch
         result = bench.runpytest("--model=ollama:qwen2.5-coder:7b?retries=0", "-p", "no:randomly")
     result.assert_outcomes(passed=3, failed=1)
     result.stdout.fnmatch_lines(["*not repaired: model error at step 1: ollama qwen2.5-coder:7b at *bad request*"])
+
+
+def test_a_server_that_dies_mid_run_stops_the_session_instead_of_failing_koans(bench, monkeypatch):
+    import threading
+
+    server = OllamaServer(reply=fixing_reply).start()
+
+    def reply_then_die(request):
+        threading.Thread(target=server.stop).start()
+        server.stopping.wait(5)
+        return fixing_reply(request)
+
+    server.reply = reply_then_die
+    monkeypatch.setenv("OLLAMA_HOST", server.url)
+    result = bench.runpytest("--model=ollama:qwen2.5-coder:7b?retries=0", "-p", "no:randomly",
+                             "--sleepy-json=run.json")
+    result.stdout.fnmatch_lines([
+        "*infrastructure problem, session stopped: the Ollama server at * stopped answering*`ollama serve`*",
+        "*Interrupted: pytest-sleepy: the Ollama server at * stopped answering*",
+    ])
+    outcomes = read_run_file(bench.path / "run.json").outcomes
+    assert [(o.koan, o.status) for o in outcomes] == [("bc_001", "passed")]  # the outage is nobody's score

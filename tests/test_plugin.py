@@ -311,3 +311,18 @@ def test_a_server_that_dies_mid_run_stops_the_session_instead_of_failing_koans(b
     ])
     outcomes = read_run_file(bench.path / "run.json").outcomes
     assert [(o.koan, o.status) for o in outcomes] == [("bc_001", "passed")]  # the outage is nobody's score
+
+
+def test_a_transformers_model_runs_the_benchmark_end_to_end(bench, tmp_path):
+    from tiny_model import build_tiny_qwen2
+
+    weights = build_tiny_qwen2(tmp_path / "tiny-qwen2")
+    result = bench.runpytest(f"--model=hf:{weights}", "--max-steps=1", "--sleepy-max-tokens=8",
+                             "-k", "bc_001 or rh_001", "--sleepy-json=run.json", "--sleepy-episodes=episodes.jsonl")
+    # Random weights repair nothing, but every step is asked, answered and recorded.
+    result.assert_outcomes(failed=2)
+    run = read_run_file(bench.path / "run.json")
+    [identity] = run.provenance["model"]["identities"]
+    assert identity.startswith("sha256:") and identity.endswith("?dtype=fp32")
+    episodes = [json.loads(line) for line in (bench.path / "episodes.jsonl").read_text().splitlines()]
+    assert len(episodes) == 2 and all(0 < e["tokens_out"] <= 8 and e["tokens_in"] > 100 for e in episodes)

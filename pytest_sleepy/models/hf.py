@@ -11,7 +11,7 @@ Choices, and why:
 
 - Construction only reads the settings. The plugin builds the model even when it only
   replays recorded answers, so weights are loaded lazily, by `_load()`, on the first
-  `complete()` (or `render_prompt()`). Even torch and transformers are imported only
+  `complete()` (or `render_prompt()`/`encode_prompt()`). Even torch and transformers are imported only
   then: replaying a cache needs neither installed. `preflight()` checks what can be
   checked without the weights (CUDA, bitsandbytes, the config being reachable).
 - `identity` is a content hash, not a name. The completion cache trusts an entry only
@@ -179,7 +179,8 @@ class HFModel:
 
         if self.local:
             if not self.path.is_dir():
-                raise ModelUnavailable(f"{self.spec.text}: model directory {str(self.path)!r} does not exist; "
+                problem = "is not a directory" if self.path.exists() else "does not exist"
+                raise ModelUnavailable(f"{self.spec.text}: model directory {str(self.path)!r} {problem}; "
                                        "check the path (it should hold config.json and the weights, as written "
                                        "by save_pretrained)")
             try:
@@ -298,8 +299,9 @@ class HFModel:
                 decoding["pad_token_id"] = tokenizer.pad_token_id if tokenizer.pad_token_id is not None \
                     else tokenizer.eos_token_id
             with torch.inference_mode():
-                # Seeded right before generating (torch.manual_seed also seeds every CUDA
-                # device), so the same seed samples the same answer; greedy ignores it.
+                # Seeded right before generating, so the same seed samples the same answer
+                # (greedy ignores it). generate() takes no generator of its own, so this
+                # reseeds torch's global one; torch.manual_seed covers every CUDA device.
                 torch.manual_seed(settings.seed)
                 output = model.generate(**inputs, **decoding)
         except torch.cuda.OutOfMemoryError:

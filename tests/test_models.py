@@ -186,3 +186,25 @@ def test_rustfix_applies_maybe_incorrect_suggestions_only_when_asked(verifier, s
 def test_rustfix_identity_says_which_suggestions_it_applies():
     assert load_model("rustfix").identity == "rustfix/MachineApplicable"
     assert load_model("rustfix?applicability=maybe-incorrect").identity == "rustfix/MachineApplicable+MaybeIncorrect"
+
+
+def _hammer(directory: str, worker: int) -> list[str]:
+    """Write and read the same few entries from another process; return what was read."""
+    model, cache = CountingModel(identity="counting@1"), CompletionCache(directory, "rw")
+    seen = []
+    for round_ in range(40):
+        req = request(f"prompt {round_ % 4}")
+        key = cache.key(model, req)
+        cache.put(key, model, req, Completion(text=f"{'x' * 50_000} from {worker}", model_identity="counting@1"))
+        hit = cache.get(key, "counting@1")
+        seen.append("missing" if hit is None else hit.text[-7:])
+    return seen
+
+
+def test_concurrent_workers_never_read_a_torn_entry(tmp_path):
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
+        results = pool.starmap(_hammer, [(str(tmp_path), n) for n in range(4)])
+    assert {text for seen in results for text in seen} <= {f" from {n}" for n in range(4)}
+    assert not list(tmp_path.rglob(".tmp-*"))

@@ -97,7 +97,7 @@ def main() -> int:
     floor = statistics.median(rows["plain"])
     print(f"{count} items per session ({args.strategies}), rustfix, warm caches, {args.rounds} rounds, medians")
     print(f"  koan item, all in          {1000 * per_item:8.2f} ms")
-    print(f"    model (cache replay)     {1000 * model:8.2f} ms")
+    print(f"    model (as recorded)      {1000 * model:8.2f} ms")
     print(f"    verification (cached)    {1000 * verify:8.2f} ms")
     print(f"    plugin overhead          {1000 * overhead:8.2f} ms")
     print(f"  plain pytest item (floor)  {1000 * floor:8.2f} ms")

@@ -21,10 +21,11 @@ from pathlib import Path
 import pytest
 
 from .benchmark import Benchmark, new_run_id
+from .comparison import BaselineComparison, KoanState, evaluate_gate, forgetting_matrix, koan_states, reference_for
 from .koans import Koan, KoanFileError
 from .models import ModelUnavailable
-from .report import render_summary
-from .results import ERROR, Outcome, RunFile, RunSummary, write_run_file
+from .report import RunReport, render
+from .results import ERROR, Outcome, RunFile, RunFileError, RunSummary, read_run_file, write_run_file
 from .sandbox import SandboxUnavailable, ToolchainMissing
 from .settings import OPTIONS, SettingsError, resolve_settings
 from .strategies import StrategyError
@@ -38,7 +39,8 @@ def pytest_addoption(parser):
     for option in OPTIONS:
         default = option.default if not isinstance(option.default, tuple) else ",".join(option.default)
         shown = "" if option.default is None else f" (default: {default})"
-        group.addoption(option.flag, dest=option.dest, default=None, help=f"{option.help}{shown}")
+        # argparse formats help texts with %: escape it.
+        group.addoption(option.flag, dest=option.dest, default=None, help=f"{option.help}{shown}".replace("%", "%%"))
     group.addoption(
         "--sleepy-unsafe-no-sandbox",
         action="store_true",
@@ -73,7 +75,17 @@ class SleepyPlugin:
         self.run_id = config.workerinput["sleepy_run_id"] if self.worker else new_run_id()
         self.started = datetime.now(timezone.utc).isoformat(timespec="seconds")
         self.outcomes: list[Outcome] = []
+        self.other_failures = 0  # failed reports that are not koan items (the gate cannot forgive them)
         self._benchmark: Benchmark | None = None
+        self._report: RunReport | None = None
+        self.baseline: RunFile | None = None
+        self.baseline_states: dict[str, dict[str, KoanState]] = {}
+        if self.settings.baseline is not None:
+            try:
+                self.baseline = read_run_file(self.settings.baseline)
+            except RunFileError as error:
+                raise pytest.UsageError(f"--sleepy-baseline: {error}") from None
+            self.baseline_states = koan_states(self.baseline.outcomes)
         # A wrong --strategy or --model is a usage error now, not one error per item;
         # without a strategies folder nothing is checked until a koan is collected.
         if self.strategies_dir.is_dir() or config.getoption("sleepy_strategy") is not None:
@@ -122,21 +134,87 @@ class SleepyPlugin:
     # -- outcomes and the summary (controller only) ---------------------------------
 
     def pytest_runtest_logreport(self, report):
-        # user_properties ride on every phase's report; the call phase is the one.
-        if self.worker or report.when != "call":
+        if self.worker:
             return
-        for key, value in report.user_properties:
-            if key == OUTCOME_KEY:
-                self.outcomes.append(Outcome.from_dict(value))
+        outcome = next((value for key, value in report.user_properties if key == OUTCOME_KEY), None)
+        # user_properties ride on every phase's report; the call phase is the one.
+        if outcome is not None and report.when == "call":
+            self.outcomes.append(Outcome.from_dict(outcome))
+        elif report.failed and outcome is None:
+            self.other_failures += 1
 
-    def summary(self) -> RunSummary:
-        return RunSummary.from_outcomes(self.outcomes, list(self.settings.strategy))
+    # -- baseline: what each item is measured against -------------------------------
+
+    def reference(self, koan: Koan, strategy: str) -> tuple[KoanState | None, str]:
+        """The baseline's state for this koan and strategy, and why it is not comparable
+        ("" when it is)."""
+        if self.baseline is None:
+            return None, ""
+        ref = reference_for(strategy, list(self.baseline_states))
+        state = self.baseline_states.get(ref.baseline_strategy, {}).get(koan.id)
+        if state is None:
+            return None, "new since the baseline: not compared"
+        if state.digest != koan.digest:
+            return state, "changed since the baseline: not compared"
+        return state, ""
+
+    def baseline_xfail(self, koan: Koan, strategy: str):
+        """Koans the baseline failed (or cannot judge) are expected to fail, not strictly:
+        a failure is no regression, a repair shows as XPASS."""
+        state, not_comparable = self.reference(koan, strategy)
+        if self.baseline is None:
+            return None
+        if not_comparable:
+            return pytest.mark.xfail(reason=not_comparable, strict=False)
+        if state.passed == 0:
+            return pytest.mark.xfail(reason=f"the baseline failed it too: {state.reason}", strict=False)
+        return None
+
+    def failure_text(self, item: "KoanItem", outcome: Outcome) -> str:
+        if outcome.status == ERROR:
+            return f"{item.name}: ERROR (not counted): {outcome.reason}"
+        state, not_comparable = self.reference(item.koan, item.strategy)
+        if state is not None and not not_comparable and state.passed:
+            if state.total == 1 and self.settings.samples == 1:
+                return (f"REGRESSION: {item.koan.id} solved by baseline (run {self.baseline.run_id}), "
+                        f"now: {outcome.reason}")
+            return (f"{item.name}: not repaired in this sample (the baseline solved {item.koan.id} in "
+                    f"{state.passed}/{state.total} samples; the gate judges the koan's rate): {outcome.reason}")
+        return f"{item.name}: not repaired: {outcome.reason}"
+
+    # -- the report, the gate and the run file (controller only) --------------------
+
+    def report(self) -> RunReport:
+        if self._report is None:
+            strategies = list(self.settings.strategy)
+            summary = RunSummary.from_outcomes(self.outcomes, strategies)
+            comparison = None
+            if self.baseline is not None:
+                comparison = BaselineComparison.build(self.baseline, self.outcomes, self.provenance(), strategies,
+                                                      self.settings.alpha)
+            matrix = forgetting_matrix(self.outcomes, strategies, comparison, self.settings.alpha)
+            gate = None
+            if self.baseline is not None or self.settings.fail_under is not None:
+                gate = evaluate_gate(self.outcomes, comparison, gate=self.settings.gate, alpha=self.settings.alpha,
+                                     fail_under=self.settings.fail_under,
+                                     rates={s.strategy: s.rate for s in summary.strategies})
+            self._report = RunReport(summary, self.settings.model, comparison, matrix, gate)
+        return self._report
+
+    def provenance(self) -> dict:
+        if not hasattr(self, "_provenance"):
+            self._provenance = self.benchmark.provenance(self.sorted_outcomes(), Path(self.config.rootpath), self.started)
+        return self._provenance
+
+    def sorted_outcomes(self) -> list[Outcome]:
+        order = {(o.strategy, o.variant, o.koan, o.sample): o for o in self.outcomes}
+        return [order[key] for key in sorted(order)]
 
     def pytest_terminal_summary(self, terminalreporter):
         if self.worker or not self.outcomes:
             return
         terminalreporter.write_sep("=", "pytest-sleepy summary")
-        terminalreporter.write_line(render_summary(self.summary(), model=self.settings.model))
+        terminalreporter.write_line(render(self.report(), "text", self.settings.matrix))
         replayed = sum(o.replayed for o in self.outcomes)
         if replayed:
             calls = sum(o.steps for o in self.outcomes)
@@ -145,18 +223,41 @@ class SleepyPlugin:
         if self.settings.temperature == 0 and self.settings.samples > 1:
             terminalreporter.write_line("note: greedy decoding (temperature 0) makes samples of one koan identical "
                                         "for a deterministic model; set --sleepy-temperature to vary them")
-        if self.settings.json:
-            terminalreporter.write_line(f"run file: {self.settings.json}")
+        for path in (self.settings.json, self.settings.save_baseline):
+            if path:
+                terminalreporter.write_line(f"run file: {path}")
 
+    @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session):
-        if self.worker or not self.outcomes or not self.settings.json:
+        if self.worker or not self.outcomes:
             return
-        order = {(o.strategy, o.koan, o.sample): o for o in self.outcomes}
-        outcomes = [order[key] for key in sorted(order)]
-        run = RunFile(run_id=self.run_id,
-                      provenance=self.benchmark.provenance(outcomes, Path(self.config.rootpath), self.started),
-                      outcomes=outcomes, aggregates=self.summary().to_dict())
-        write_run_file(self.settings.json, run)
+        report = self.report()
+        if report.gate is not None:
+            # With a gate, the gate decides: failures it forgives (regressions judged
+            # not significant, koans below no floor) do not fail the session, and a
+            # floor missed fails it even when every item passed.
+            if not report.gate.passed:
+                session.exitstatus = pytest.ExitCode.TESTS_FAILED
+            elif session.exitstatus == pytest.ExitCode.TESTS_FAILED and self.other_failures == 0:
+                session.exitstatus = pytest.ExitCode.OK
+        paths = [p for p in (self.settings.json, self.settings.save_baseline) if p]
+        if paths:
+            aggregates = report.summary.to_dict()
+            aggregates["matrix"] = report.matrix.to_dict() if report.matrix else None
+            if report.comparison is not None:
+                aggregates["baseline"] = {
+                    "run_id": report.comparison.baseline.run_id,
+                    "references": [vars(r) for r in report.comparison.references],
+                    "changes": [{"koan": c.koan, "strategy": c.strategy, "symbol": c.symbol, "p_value": c.p_value}
+                                for c in report.comparison.changes],
+                    "mismatches": [vars(m) for m in report.comparison.mismatches],
+                }
+            if report.gate is not None:
+                aggregates["gate"] = {"passed": report.gate.passed, "lines": report.gate.lines}
+            run = RunFile(run_id=self.run_id, provenance=self.provenance(), outcomes=self.sorted_outcomes(),
+                          aggregates=aggregates)
+            for path in paths:
+                write_run_file(path, run)
 
 
 class _XdistHooks:
@@ -186,6 +287,8 @@ class KoanFile(pytest.File):
                     item.add_marker(_registered(self.config, marker))
                 if koan.flagged:
                     item.add_marker(pytest.mark.skip(reason=f"flagged koan: {koan.flagged}"))
+                elif (expected := plugin.baseline_xfail(koan, strategy.name)) is not None:
+                    item.add_marker(expected)
                 yield item
 
     def repr_failure(self, excinfo):
@@ -216,8 +319,7 @@ class KoanItem(pytest.Item):
         outcome = plugin.benchmark.run(self.koan, self.strategy, self.sample)
         self.user_properties.append((OUTCOME_KEY, outcome.to_dict()))
         if not outcome.solved:
-            prefix = "ERROR (not counted)" if outcome.status == ERROR else "not repaired"
-            raise KoanNotRepaired(f"{self.name}: {prefix}: {outcome.reason}")
+            raise KoanNotRepaired(plugin.failure_text(self, outcome))
 
     def repr_failure(self, excinfo):
         if isinstance(excinfo.value, KoanNotRepaired):

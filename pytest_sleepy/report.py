@@ -1,28 +1,80 @@
-"""Terminal tables for a run, drawn with tabulate from a `RunSummary`."""
+"""Tables for a run, drawn with tabulate: the terminal summary, `sleepy report`'s text
+and Markdown, and the JSON form of the same numbers.
+
+`RunReport` gathers what one report shows; `render(report, fmt)` draws it as `text`
+(terminal) or `markdown` (GitHub tables, fit for a PR comment).
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from tabulate import tabulate
 
+from .comparison import GAIN, KEPT_FAIL, KEPT_PASS, LOSS, NOT_COMPARED, BaselineComparison, ForgettingMatrix, GateResult
 from .results import RunSummary
+from .stats import exact_mcnemar
 
-__all__ = ["render_summary"]
+__all__ = ["RunReport", "render", "render_summary", "MATRIX_LEGEND"]
+
+MATRIX_LEGEND = ("P kept passing, . kept failing, + gained, - lost, ~ koan changed or new (not compared), "
+                 "blank not run; with samples, + and - need a significant change (Fisher exact)")
 
 
-def render_summary(summary: RunSummary, *, model: str = "") -> str:
-    sections = [_strategy_table(summary, model)]
-    if summary.families:
-        sections.append(_family_table(summary))
-    if summary.comparisons:
-        sections.append(_comparison_table(summary))
-    if summary.errors:
-        lines = [f"{len(summary.errors)} item(s) errored and are not counted in any rate:"]
-        lines += [f"  {o.koan}[{o.strategy}] sample {o.sample}: {o.reason}" for o in summary.errors]
+@dataclass
+class RunReport:
+    summary: RunSummary
+    model: str = ""
+    comparison: BaselineComparison | None = None
+    matrix: ForgettingMatrix | None = None
+    gate: GateResult | None = None
+    extra: list[str] = field(default_factory=list)  # sections drawn elsewhere (e.g. continual learning)
+
+
+def render(report: RunReport, fmt: str = "text", matrix_rows: str = "changed") -> str:
+    style = _Style(fmt)
+    sections = [_strategy_table(report.summary, report.model, style)]
+    if report.summary.families:
+        sections.append(_family_table(report.summary, style))
+    if report.summary.comparisons:
+        sections.append(_comparison_table(report.summary, style))
+    if report.summary.errors:
+        lines = [style.heading(f"{len(report.summary.errors)} item(s) errored and are not counted in any rate")]
+        lines += [style.item(f"{o.koan}[{o.strategy}] sample {o.sample}: {o.reason}") for o in report.summary.errors]
         sections.append("\n".join(lines))
+    if report.comparison is not None:
+        sections.extend(_baseline_sections(report.comparison, style))
+    if report.matrix is not None and matrix_rows != "off" and len(report.matrix.columns) > 1:
+        sections.append(_matrix_table(report.matrix, matrix_rows, style))
+    sections.extend(report.extra)
+    if report.gate is not None:
+        sections.append("\n".join([style.heading("regression gate: " + ("passed" if report.gate.passed else "FAILED")),
+                                   *(style.item(line) for line in report.gate.lines)]))
     return "\n\n".join(sections)
 
 
-def _strategy_table(summary: RunSummary, model: str) -> str:
+def render_summary(summary: RunSummary, *, model: str = "") -> str:
+    return render(RunReport(summary, model))
+
+
+class _Style:
+    def __init__(self, fmt: str):
+        if fmt not in ("text", "markdown"):
+            raise ValueError(f"unknown report format {fmt!r}; use text or markdown")
+        self.markdown = fmt == "markdown"
+        self.tablefmt = "github" if self.markdown else "simple"
+
+    def heading(self, text: str) -> str:
+        return f"### {text}\n" if self.markdown else text
+
+    def item(self, text: str) -> str:
+        return f"- {text}" if self.markdown else f"  {text}"
+
+    def table(self, rows, headers) -> str:
+        return tabulate(rows, headers, tablefmt=self.tablefmt, disable_numparse=True)
+
+
+def _strategy_table(summary: RunSummary, model: str, style: _Style) -> str:
     ks = sorted({k for s in summary.strategies for k in s.pass_at})
     headers = ["strategy", "koans", "solved", "pass rate", "95% CI (Wilson)", "median steps",
                "model s/item", "verify s/item", *(f"pass@{k}" for k in ks)]
@@ -38,10 +90,10 @@ def _strategy_table(summary: RunSummary, model: str) -> str:
     samples = max((s.samples for s in summary.strategies), default=1)
     if samples > 1:
         title += f"; {samples} samples per koan, a koan's share is its pass rate over samples, the interval counts koans"
-    return f"{title}\n{tabulate(rows, headers, tablefmt='simple', disable_numparse=True)}"
+    return f"{style.heading(title)}\n{style.table(rows, headers)}"
 
 
-def _family_table(summary: RunSummary) -> str:
+def _family_table(summary: RunSummary, style: _Style) -> str:
     names = [s.strategy for s in summary.strategies]
     rows = []
     for family, row in summary.families.items():
@@ -50,10 +102,10 @@ def _family_table(summary: RunSummary) -> str:
             solved, koans = row.get(name, (0.0, 0))
             cells.append(f"{_count(solved)}/{koans} ({_percent(solved / koans)})" if koans else "-")
         rows.append([family, *cells])
-    return "pass rates by family\n" + tabulate(rows, ["family", *names], tablefmt="simple", disable_numparse=True)
+    return f"{style.heading('pass rates by family')}\n{style.table(rows, ['family', *names])}"
 
 
-def _comparison_table(summary: RunSummary) -> str:
+def _comparison_table(summary: RunSummary, style: _Style) -> str:
     rows = []
     details = []
     for c in summary.comparisons:
@@ -61,12 +113,67 @@ def _comparison_table(summary: RunSummary) -> str:
         rows.append([f"{c.strategy} vs {c.reference}", len(c.gains), len(c.losses),
                      f"{len(c.gains) - len(c.losses):+d}", f"{c.p_value:.3g}", verdict])
         if c.gains:
-            details.append(f"  {c.strategy} gains: {', '.join(c.gains)}")
+            details.append(style.item(f"{c.strategy} gains: {', '.join(c.gains)}"))
         if c.losses:
-            details.append(f"  {c.strategy} losses: {', '.join(c.losses)}")
-    table = tabulate(rows, ["comparison", "gains", "losses", "net", "p (exact McNemar)", "at alpha 0.05"],
-                     tablefmt="simple", disable_numparse=True)
-    return "\n".join(["gains and losses against the first strategy", table, *details])
+            details.append(style.item(f"{c.strategy} losses: {', '.join(c.losses)}"))
+    table = style.table(rows, ["comparison", "gains", "losses", "net", "p (exact McNemar)", "at alpha 0.05"])
+    return "\n".join([style.heading("gains and losses against the first strategy"), table, *details])
+
+
+def _baseline_sections(comparison: BaselineComparison, style: _Style) -> list[str]:
+    sections = []
+    rows = []
+    for ref in comparison.references:
+        count = {symbol: len(comparison.of(ref.strategy, symbol)) for symbol in (KEPT_PASS, KEPT_FAIL, GAIN, LOSS, NOT_COMPARED)}
+        p = exact_mcnemar(count[GAIN], count[LOSS])
+        verdict = "significant" if p < comparison.alpha else "not significant"
+        rows.append([ref.strategy, ref.baseline_strategy, count[KEPT_PASS], count[KEPT_FAIL], count[GAIN], count[LOSS],
+                     count[NOT_COMPARED], f"{p:.3g}", verdict])
+    head = style.heading(f"against the baseline run {comparison.baseline.run_id}")
+    table = style.table(rows, ["strategy", "baseline's", "kept passing", "kept failing", "gains", "losses",
+                               "not compared", "p (exact McNemar)", f"at alpha {comparison.alpha:g}"])
+    lines = [head, table]
+    lines += [style.item(f"note: {ref.note}") for ref in comparison.references if ref.note]
+    for ref in comparison.references:
+        for change in comparison.of(ref.strategy, LOSS):
+            lines.append(style.item(f"REGRESSION {change.koan}[{ref.strategy}]: baseline {_state(change.before)}, "
+                                    f"now {_state(change.after)}" + (f": {change.after.reason}" if change.after.reason else "")))
+        for change in comparison.of(ref.strategy, GAIN):
+            lines.append(style.item(f"gain (XPASS) {change.koan}[{ref.strategy}]: baseline {_state(change.before)}, "
+                                    f"now {_state(change.after)}"))
+    sections.append("\n".join(lines))
+    if comparison.mismatches:
+        table = style.table([[m.what, m.baseline, m.this_run] for m in comparison.mismatches],
+                            ["differs", "baseline", "this run"])
+        sections.append(f"{style.heading('WARNING: this run and the baseline differ beyond the strategies')}\n{table}")
+    changed, new = comparison.changed_koans(), comparison.new_koans()
+    if changed or new:
+        lines = [style.heading("koans not compared with the baseline")]
+        if changed:
+            lines.append(style.item(f"changed since the baseline: {', '.join(changed)}"))
+        if new:
+            lines.append(style.item(f"new since the baseline: {', '.join(new)}"))
+        sections.append("\n".join(lines))
+    return sections
+
+
+def _state(state) -> str:
+    if state is None:
+        return "absent"
+    if state.total == 1:
+        return "solved" if state.passed else "failed"
+    return f"{state.passed}/{state.total} samples"
+
+
+def _matrix_table(matrix: ForgettingMatrix, rows_wanted: str, style: _Style) -> str:
+    koans = matrix.koans if rows_wanted == "full" else matrix.changed_rows()
+    rows = [[koan, *(matrix.cell(koan, c) or " " for c in matrix.columns)] for koan in koans]
+    totals = matrix.totals()
+    rows.append(["total", *(" ".join(f"{totals[c][s]}{s}" for s in (KEPT_PASS, GAIN, LOSS, KEPT_FAIL, NOT_COMPARED)
+                                     if totals[c][s]) for c in matrix.columns)])
+    shown = "all koans" if rows_wanted == "full" else f"{len(koans)} koan(s) that changed (--sleepy-matrix=full shows all)"
+    head = style.heading(f"forgetting matrix: {shown}")
+    return f"{head}\n{style.table(rows, ['koan', *matrix.columns])}\n{style.item(MATRIX_LEGEND)}"
 
 
 def _percent(value: float) -> str:

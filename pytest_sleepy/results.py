@@ -68,6 +68,17 @@ class Outcome:
     tokens_out: int = 0
     model_identity: str = ""
     replayed: int = 0  # completions answered from the record/replay cache
+    # A strategy that evaluates several configurations (e.g. one adapter at a time)
+    # names each one here; the forgetting matrix gives each its own column.
+    variant: str = ""
+    # Continual learning: the training stage the model had reached (0 = untrained);
+    # None for runs without stages. See continual.py.
+    stage: int | None = None
+
+    @property
+    def column(self) -> str:
+        """The strategy, or strategy:variant: one column of the forgetting matrix."""
+        return f"{self.strategy}:{self.variant}" if self.variant else self.strategy
 
     @property
     def solved(self) -> bool:

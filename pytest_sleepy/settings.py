@@ -17,6 +17,12 @@ or a list); the command line wins. Paths in pyproject.toml are relative to that 
 | episodes         | --sleepy-episodes      | (none)    | append one JSON line per attempt here |
 | cache            | --sleepy-cache         | rw        | record/replay of completions: off, read, write, rw |
 | cache-dir        | --sleepy-cache-dir     | $SLEEPY_CACHE_DIR or .sleepy/cache under the rootdir |
+| baseline         | --sleepy-baseline      | (none)    | compare with this run file; the exit status becomes the gate |
+| save-baseline    | --sleepy-save-baseline | (none)    | also write the run file here, to serve as a baseline |
+| gate             | --sleepy-gate          | any       | any: fail on any regression; significant: only on a significant one |
+| alpha            | --sleepy-alpha         | 0.05      | significance level of the gate and of per-koan changes |
+| fail-under       | --sleepy-fail-under    | (none)    | fail when a strategy's pass rate is below RATE (0.7 or 70%) |
+| matrix           | --sleepy-matrix        | changed   | forgetting matrix rows in the summary: full, changed or off |
 """
 
 from __future__ import annotations
@@ -95,6 +101,24 @@ def _choice(choices: tuple[str, ...]) -> Callable[[object], str]:
     return parse
 
 
+def _fraction(value) -> float:
+    text = str(value).strip()
+    try:
+        number = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        raise ValueError(f"expected a rate such as 0.7 or 70%, got {value!r}") from None
+    if isinstance(value, bool) or not 0 <= number <= 1:
+        raise ValueError(f"must lie between 0 and 1 (or 0% and 100%), got {value!r}")
+    return number
+
+
+def _alpha(value) -> float:
+    number = _fraction(value)
+    if not 0 < number < 1:
+        raise ValueError(f"must lie strictly between 0 and 1, got {value!r}")
+    return number
+
+
 def _text(value) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ValueError(f"expected a non-empty string, got {value!r}")
@@ -128,6 +152,12 @@ OPTIONS = (
     Option("episodes", "--sleepy-episodes", None, _text, "append one JSON line per attempt to PATH", is_path=True),
     Option("cache", "--sleepy-cache", "rw", _choice(CACHE_MODES), "completion record/replay: off, read (replay only), write, rw"),
     Option("cache-dir", "--sleepy-cache-dir", None, _text, "cache folder (default $SLEEPY_CACHE_DIR or .sleepy/cache)", is_path=True),
+    Option("baseline", "--sleepy-baseline", None, _text, "compare with this run file; the exit status becomes the regression gate", is_path=True),
+    Option("save-baseline", "--sleepy-save-baseline", None, _text, "also write the run file to PATH as a baseline", is_path=True),
+    Option("gate", "--sleepy-gate", "any", _choice(("any", "significant")), "any: fail on any regression; significant: only when significant (exact McNemar)"),
+    Option("alpha", "--sleepy-alpha", 0.05, _alpha, "significance level of the gate and of per-koan changes with samples"),
+    Option("fail-under", "--sleepy-fail-under", None, _fraction, "fail when a strategy's pass rate is below RATE (0.7 or 70%)"),
+    Option("matrix", "--sleepy-matrix", "changed", _choice(("full", "changed", "off")), "forgetting-matrix rows in the summary: full, changed or off"),
 )
 
 
@@ -145,6 +175,12 @@ class BenchmarkSettings:
     episodes: Path | None = None
     cache: str = "rw"
     cache_dir: Path = field(default_factory=default_cache_dir)
+    baseline: Path | None = None
+    save_baseline: Path | None = None
+    gate: str = "any"
+    alpha: float = 0.05
+    fail_under: float | None = None
+    matrix: str = "changed"
 
     def to_dict(self) -> dict:
         return {o.key: _plain(getattr(self, o.key.replace("-", "_"))) for o in OPTIONS}

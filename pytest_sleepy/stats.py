@@ -2,14 +2,15 @@
 
 Kept small and exact (no scipy): a Wilson score interval for pass rates, the exact
 McNemar test for paired comparisons (a two-sided binomial sign test on the discordant
-koans), and the unbiased pass@k estimator of Chen et al. (2021).
+koans), a one-sided Fisher exact test for a drop between two pass counts, and the
+unbiased pass@k estimator of Chen et al. (2021).
 """
 
 from __future__ import annotations
 
 import math
 
-__all__ = ["wilson_interval", "exact_mcnemar", "pass_at_k", "Z_95"]
+__all__ = ["wilson_interval", "exact_mcnemar", "fisher_drop", "pass_at_k", "Z_95"]
 
 Z_95 = 1.959963984540054  # two-sided 95 % normal quantile
 
@@ -49,3 +50,20 @@ def pass_at_k(samples: int, correct: int, k: int) -> float:
     if samples - correct < k:
         return 1.0
     return 1.0 - math.comb(samples - correct, k) / math.comb(samples, k)
+
+
+def fisher_drop(before_passed: int, before_total: int, after_passed: int, after_total: int) -> float:
+    """One-sided Fisher exact p-value that the pass rate fell from `before` to `after`:
+    the chance, with the margins of the 2x2 table fixed, of `after` passing this few
+    times or fewer if both runs had the same rate. Swap the arguments to test a rise."""
+    for passed, total in ((before_passed, before_total), (after_passed, after_total)):
+        if not 0 <= passed <= total:
+            raise ValueError(f"passed={passed} must lie between 0 and total={total}")
+    passes = before_passed + after_passed
+    grand = before_total + after_total
+    denominator = math.comb(grand, passes)
+    if denominator == 0:
+        return 1.0
+    low = max(0, passes - before_total)
+    tail = sum(math.comb(after_total, k) * math.comb(before_total, passes - k) for k in range(low, after_passed + 1))
+    return min(1.0, tail / denominator)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import textwrap
 from pathlib import Path
 
@@ -89,3 +91,34 @@ SHOP_TESTS = textwrap.dedent(
 @pytest.fixture
 def shop_koan() -> Koan:
     return make_koan()
+
+
+# -- a benchmark project for pytester ---------------------------------------------------
+
+# Real koans copied from the repository: rustfix repairs bc_001 and tb_008 but not
+# bc_003 or rh_001; bc_101 is a train koan.
+KOANS = {
+    "bc_001": "borrow_checker", "bc_003": "borrow_checker", "tb_008": "trait_bounds",
+    "rh_001": "result_handling", "bc_101": "borrow_checker",
+}
+EVAL = ["bc_001", "bc_003", "rh_001", "tb_008"]
+
+
+# pytester gives each test a fresh HOME, where rustup's proxies would find no toolchain.
+RUSTUP_HOME = os.environ.get("RUSTUP_HOME", str(Path.home() / ".rustup"))
+
+
+@pytest.fixture
+def bench(pytester, monkeypatch):
+    """A pytester project whose `koans/` holds KOANS and whose strategies are the repository's."""
+    monkeypatch.setenv("RUSTUP_HOME", RUSTUP_HOME)
+    for koan, family in KOANS.items():
+        target = pytester.path / "koans" / family
+        target.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO_ROOT / "koans" / family / f"{koan}.toml", target)
+    pytester.makepyprojecttoml(f"""
+        [tool.pytest.ini_options]
+        testpaths = ["koans"]
+        sleepy_strategies = "{REPO_ROOT / 'strategies'}"
+    """)
+    return pytester

@@ -1,49 +1,18 @@
-"""The pytest plugin end to end, through its `pytest11` entry point, with pytester.
-
-Each test builds a small corpus of real koans copied from the repository: two the
-`rustfix` model repairs (bc_001, tb_008), two it cannot (bc_003, rh_001), and one
-train koan (bc_101); strategies come from the repository's `strategies/` folder.
-"""
+"""The pytest plugin end to end, through its `pytest11` entry point, with pytester,
+on the small corpus of the `bench` fixture (conftest.py)."""
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import socket
-from pathlib import Path
 
 import pytest
 
 from pytest_sleepy.results import read_run_file
 
-from conftest import REPO_ROOT
+from conftest import EVAL, KOANS, REPO_ROOT
 from ollama_server import OllamaServer
 
-KOANS = {
-    "bc_001": "borrow_checker", "bc_003": "borrow_checker", "tb_008": "trait_bounds",
-    "rh_001": "result_handling", "bc_101": "borrow_checker",
-}
-EVAL = ["bc_001", "bc_003", "rh_001", "tb_008"]
-
-
-# pytester gives each test a fresh HOME, where rustup's proxies would find no toolchain.
-RUSTUP_HOME = os.environ.get("RUSTUP_HOME", str(Path.home() / ".rustup"))
-
-
-@pytest.fixture
-def bench(pytester, monkeypatch):
-    monkeypatch.setenv("RUSTUP_HOME", RUSTUP_HOME)
-    for koan, family in KOANS.items():
-        target = pytester.path / "koans" / family
-        target.mkdir(parents=True, exist_ok=True)
-        shutil.copy(REPO_ROOT / "koans" / family / f"{koan}.toml", target)
-    pytester.makepyprojecttoml(f"""
-        [tool.pytest.ini_options]
-        testpaths = ["koans"]
-        sleepy_strategies = "{REPO_ROOT / 'strategies'}"
-    """)
-    return pytester
 
 
 def add_tool_table(pytester, body: str) -> None:
@@ -276,7 +245,7 @@ def test_replay_of_an_unrecorded_koan_is_an_error_naming_it_and_not_counted(benc
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines([
         "*bc_001[[]baseline[]]: ERROR (not counted): bc_001: no recorded answer of ollama:qwen2.5-coder:7b*",
-        "1 item(s) errored and are not counted in any rate:",
+        "1 item(s) errored and are not counted in any rate",
     ])
 
 

@@ -7,6 +7,9 @@
     sleepy koans import --format seed-json FILE --out DIR [--split eval|train]
     sleepy koans import --format rustlings DIR --out DIR [--split eval|train]
     sleepy strategies [--strategies DIR]
+    sleepy report RUN.json [--vs BASE.json] [--format text|markdown|json] [--matrix full|changed|off]
+                  [--heatmap OUT.png] [--alpha A] [-o FILE]
+    sleepy rescore RUN.json --episodes EP.jsonl [-o OUT.json] [--koans DIR] [...]
 
 Every `koans` command takes `--koans DIR` (the corpus; default ./koans), `--no-cache`
 (do not read or write the verification cache), `--cache-dir DIR` (default
@@ -34,6 +37,9 @@ from .sandbox import Sandbox, SandboxUnavailable, Toolchain, ToolchainMissing
 from .validation import KoanCheck, check_corpus
 from .settings import default_cache_dir, verdict_cache_dir
 from .strategies import StrategyError, load_strategies
+from .report import build_report, render, report_dict
+from .rescore import EpisodeFileError, read_episodes, rescore_run
+from .results import RunFile, RunFileError, read_run_file, write_run_file
 from .verifier import VerificationCache, Verifier
 
 __all__ = ["main"]
@@ -52,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.run(args)
     except (UsageError, CorpusError, KoanFileError, SandboxUnavailable, ToolchainMissing, StrategyError,
-            ValueError) as error:
+            RunFileError, EpisodeFileError, ValueError) as error:
         print(f"sleepy: error: {error}", file=sys.stderr)
         return 2
 
@@ -107,6 +113,27 @@ def _parser() -> argparse.ArgumentParser:
     strategies.add_argument("--strategies", type=Path, default=Path("strategies"), metavar="DIR",
                             help="folder of strategy files (default: ./strategies)")
     strategies.set_defaults(run=_strategies)
+
+    report = commands.add_parser("report", help="reprint a run's summary and forgetting matrix from its run file")
+    report.add_argument("run_file", type=Path, metavar="RUN.json")
+    report.add_argument("--vs", type=Path, metavar="BASE.json", help="compare with this baseline run file")
+    report.add_argument("--format", choices=["text", "markdown", "json"], default="text")
+    report.add_argument("--matrix", choices=["full", "changed", "off"], default="changed",
+                        help="forgetting-matrix rows (default: changed)")
+    report.add_argument("--heatmap", type=Path, metavar="OUT.png",
+                        help="also draw the forgetting matrix as an image (needs pytest-sleepy[plots])")
+    report.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
+    report.add_argument("-o", "--output", type=Path, metavar="FILE", help="write the report here instead of stdout")
+    report.set_defaults(run=_report)
+
+    rescore = commands.add_parser("rescore", parents=[common],
+                                  help="re-verify a run's stored candidates under the current verifier (no model)")
+    rescore.add_argument("run_file", type=Path, metavar="RUN.json")
+    rescore.add_argument("--episodes", type=Path, required=True, metavar="EP.jsonl",
+                         help="the run's episodes (--sleepy-episodes)")
+    rescore.add_argument("-o", "--output", type=Path, metavar="OUT.json",
+                         help="the rescored run file (default: RUN.rescored.json next to RUN.json)")
+    rescore.set_defaults(run=_rescore)
     return parser
 
 
@@ -139,6 +166,59 @@ def _strategies(args) -> int:
     found = load_strategies(args.strategies)
     rows = [(s.name, s.max_steps or "--max-steps", s.description) for s in found.values()]
     print(tabulate(rows, headers=["strategy", "steps", "description"]))
+    return 0
+
+
+def _strategy_order(run: RunFile) -> list[str]:
+    names = [s["name"] for s in run.provenance.get("strategies", []) if isinstance(s, dict) and "name" in s]
+    return names or sorted({o.strategy for o in run.outcomes})
+
+
+def _report(args) -> int:
+    run = read_run_file(args.run_file)
+    baseline = read_run_file(args.vs) if args.vs else None
+    if not 0 < args.alpha < 1:
+        raise UsageError(f"--alpha={args.alpha}: must lie strictly between 0 and 1")
+    report = build_report(run.outcomes, run.provenance, strategies=_strategy_order(run),
+                          model=run.provenance.get("model", {}).get("spec", ""), baseline=baseline, alpha=args.alpha)
+    if args.format == "json":
+        text = json.dumps(report_dict(report), indent=1)
+    else:
+        title = f"run {run.run_id}" + (f" against {baseline.run_id}" if baseline else "")
+        body = render(report, args.format, args.matrix)
+        text = f"## pytest-sleepy: {title}\n\n{body}" if args.format == "markdown" else f"{title}\n\n{body}"
+    if args.output:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(text + "\n", encoding="utf-8")
+    else:
+        print(text)
+    if args.heatmap:
+        from .heatmap import PlotsUnavailable, draw_heatmap
+
+        try:
+            draw_heatmap(report.matrix, args.heatmap, title=f"forgetting matrix: {title}",
+                         rows="full" if args.matrix == "off" else args.matrix)
+        except PlotsUnavailable as error:
+            raise UsageError(str(error)) from None
+        print(f"heatmap: {args.heatmap}", file=sys.stderr)
+    return 0
+
+
+def _rescore(args) -> int:
+    run = read_run_file(args.run_file)
+    episodes = read_episodes(args.episodes)
+    koans = {k.id: k for k in load_corpus(args.koans)}
+    result = rescore_run(run, episodes, koans, _verifier(args))
+    output = args.output or args.run_file.with_name(args.run_file.stem + ".rescored.json")
+    write_run_file(output, result.run)
+    rows = [(f"{c.koan}[{c.strategy}]", c.sample, f"{c.before_status}: {c.before_reason or 'solved'}",
+             f"{c.after_status}: {c.after_reason or 'solved'}") for c in result.changed]
+    print(f"rescored {result.rescored} outcome(s) of run {run.run_id}; {len(result.changed)} changed")
+    if rows:
+        print(tabulate(rows, headers=["item", "sample", "before", "after"]))
+    for label, why in result.skipped:
+        print(f"{label}: {why}")
+    print(f"run file: {output}")
     return 0
 
 

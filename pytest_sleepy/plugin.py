@@ -21,11 +21,11 @@ from pathlib import Path
 import pytest
 
 from .benchmark import Benchmark, new_run_id
-from .comparison import BaselineComparison, KoanState, evaluate_gate, forgetting_matrix, koan_states, reference_for
+from .comparison import KoanState, koan_states, reference_for
 from .koans import Koan, KoanFileError
 from .models import ModelUnavailable
-from .report import RunReport, render
-from .results import ERROR, Outcome, RunFile, RunFileError, RunSummary, read_run_file, write_run_file
+from .report import RunReport, build_report, render, report_dict
+from .results import ERROR, Outcome, RunFile, RunFileError, read_run_file, write_run_file
 from .sandbox import SandboxUnavailable, ToolchainMissing
 from .settings import OPTIONS, SettingsError, resolve_settings
 from .strategies import StrategyError
@@ -186,19 +186,11 @@ class SleepyPlugin:
 
     def report(self) -> RunReport:
         if self._report is None:
-            strategies = list(self.settings.strategy)
-            summary = RunSummary.from_outcomes(self.outcomes, strategies)
-            comparison = None
-            if self.baseline is not None:
-                comparison = BaselineComparison.build(self.baseline, self.outcomes, self.provenance(), strategies,
-                                                      self.settings.alpha)
-            matrix = forgetting_matrix(self.outcomes, strategies, comparison, self.settings.alpha)
-            gate = None
-            if self.baseline is not None or self.settings.fail_under is not None:
-                gate = evaluate_gate(self.outcomes, comparison, gate=self.settings.gate, alpha=self.settings.alpha,
-                                     fail_under=self.settings.fail_under,
-                                     rates={s.strategy: s.rate for s in summary.strategies})
-            self._report = RunReport(summary, self.settings.model, comparison, matrix, gate)
+            gated = self.baseline is not None or self.settings.fail_under is not None
+            self._report = build_report(
+                self.outcomes, self.provenance(), strategies=list(self.settings.strategy), model=self.settings.model,
+                baseline=self.baseline, alpha=self.settings.alpha, gate=self.settings.gate if gated else None,
+                fail_under=self.settings.fail_under)
         return self._report
 
     def provenance(self) -> dict:
@@ -242,18 +234,8 @@ class SleepyPlugin:
                 session.exitstatus = pytest.ExitCode.OK
         paths = [p for p in (self.settings.json, self.settings.save_baseline) if p]
         if paths:
-            aggregates = report.summary.to_dict()
-            aggregates["matrix"] = report.matrix.to_dict() if report.matrix else None
-            if report.comparison is not None:
-                aggregates["baseline"] = {
-                    "run_id": report.comparison.baseline.run_id,
-                    "references": [vars(r) for r in report.comparison.references],
-                    "changes": [{"koan": c.koan, "strategy": c.strategy, "symbol": c.symbol, "p_value": c.p_value}
-                                for c in report.comparison.changes],
-                    "mismatches": [vars(m) for m in report.comparison.mismatches],
-                }
-            if report.gate is not None:
-                aggregates["gate"] = {"passed": report.gate.passed, "lines": report.gate.lines}
+            data = report_dict(report)
+            aggregates = {**data.pop("summary"), **data}
             run = RunFile(run_id=self.run_id, provenance=self.provenance(), outcomes=self.sorted_outcomes(),
                           aggregates=aggregates)
             for path in paths:

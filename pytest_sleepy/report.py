@@ -11,11 +11,13 @@ from dataclasses import dataclass, field
 
 from tabulate import tabulate
 
-from .comparison import GAIN, KEPT_FAIL, KEPT_PASS, LOSS, NOT_COMPARED, BaselineComparison, ForgettingMatrix, GateResult
-from .results import RunSummary
+from .comparison import (GAIN, KEPT_FAIL, KEPT_PASS, LOSS, NOT_COMPARED, BaselineComparison, ForgettingMatrix,
+                         GateResult, evaluate_gate, forgetting_matrix)
+from .continual import AccuracyMatrix, Curriculum, accuracy_matrix, render_continual
+from .results import ERROR, Outcome, RunFile, RunSummary
 from .stats import exact_mcnemar
 
-__all__ = ["RunReport", "render", "render_summary", "MATRIX_LEGEND"]
+__all__ = ["RunReport", "build_report", "render", "render_summary", "report_dict", "MATRIX_LEGEND"]
 
 MATRIX_LEGEND = ("P kept passing, . kept failing, + gained, - lost, ~ koan changed or new (not compared), "
                  "blank not run; with samples, + and - need a significant change (Fisher exact)")
@@ -28,7 +30,50 @@ class RunReport:
     comparison: BaselineComparison | None = None
     matrix: ForgettingMatrix | None = None
     gate: GateResult | None = None
-    extra: list[str] = field(default_factory=list)  # sections drawn elsewhere (e.g. continual learning)
+    continual: list[AccuracyMatrix] = field(default_factory=list)  # one per strategy with training stages
+
+
+def build_report(outcomes: list[Outcome], provenance: dict, *, strategies: list[str], model: str = "",
+                 baseline: RunFile | None = None, alpha: float = 0.05, gate: str | None = None,
+                 fail_under: float | None = None) -> RunReport:
+    """Everything a report shows, from outcomes and provenance (a live session's or a
+    run file's). `gate` (any|significant) or `fail_under` also evaluate the gate."""
+    summary = RunSummary.from_outcomes(outcomes, strategies)
+    comparison = None
+    if baseline is not None:
+        comparison = BaselineComparison.build(baseline, outcomes, provenance, strategies, alpha)
+    matrix = forgetting_matrix(outcomes, strategies, comparison, alpha)
+    result = None
+    if gate is not None and (baseline is not None or fail_under is not None):
+        result = evaluate_gate(outcomes, comparison, gate=gate, alpha=alpha, fail_under=fail_under,
+                               rates={s.strategy: s.rate for s in summary.strategies})
+    continual = []
+    curriculum = Curriculum.from_provenance(provenance)
+    if curriculum is not None:
+        staged = [s for s in strategies if any(o.strategy == s and o.stage is not None for o in outcomes)]
+        continual = [accuracy_matrix(outcomes, curriculum, strategy) for strategy in staged]
+    return RunReport(summary, model, comparison, matrix, result, continual)
+
+
+def report_dict(report: RunReport) -> dict:
+    """The report's numbers as JSON-able data (`sleepy report --format json`)."""
+    data = {"summary": report.summary.to_dict(),
+            "matrix": report.matrix.to_dict() if report.matrix else None}
+    if report.comparison is not None:
+        data["baseline"] = {
+            "run_id": report.comparison.baseline.run_id,
+            "references": [vars(r) for r in report.comparison.references],
+            "changes": [{"koan": c.koan, "strategy": c.strategy, "symbol": c.symbol, "p_value": c.p_value}
+                        for c in report.comparison.changes],
+            "mismatches": [vars(m) for m in report.comparison.mismatches],
+            "changed_koans": report.comparison.changed_koans(),
+            "new_koans": report.comparison.new_koans(),
+        }
+    if report.gate is not None:
+        data["gate"] = {"passed": report.gate.passed, "lines": report.gate.lines}
+    if report.continual:
+        data["continual"] = [{"matrix": m.to_dict(), "metrics": m.metrics().to_dict()} for m in report.continual]
+    return data
 
 
 def render(report: RunReport, fmt: str = "text", matrix_rows: str = "changed") -> str:
@@ -46,7 +91,9 @@ def render(report: RunReport, fmt: str = "text", matrix_rows: str = "changed") -
         sections.extend(_baseline_sections(report.comparison, style))
     if report.matrix is not None and matrix_rows != "off" and len(report.matrix.columns) > 1:
         sections.append(_matrix_table(report.matrix, matrix_rows, style))
-    sections.extend(report.extra)
+    for matrix in report.continual:
+        title = f"continual learning: {matrix.strategy}" if matrix.strategy else "continual learning"
+        sections.append(f"{style.heading(title)}\n{render_continual(matrix, matrix.metrics(), fmt)}")
     if report.gate is not None:
         sections.append("\n".join([style.heading("regression gate: " + ("passed" if report.gate.passed else "FAILED")),
                                    *(style.item(line) for line in report.gate.lines)]))
@@ -117,7 +164,8 @@ def _comparison_table(summary: RunSummary, style: _Style) -> str:
         if c.losses:
             details.append(style.item(f"{c.strategy} losses: {', '.join(c.losses)}"))
     table = style.table(rows, ["comparison", "gains", "losses", "net", "p (exact McNemar)", "at alpha 0.05"])
-    return "\n".join([style.heading("gains and losses against the first strategy"), table, *details])
+    gap = [""] if style.markdown and details else []
+    return "\n".join([style.heading("gains and losses against the first strategy"), table, *gap, *details])
 
 
 def _baseline_sections(comparison: BaselineComparison, style: _Style) -> list[str]:
@@ -132,7 +180,7 @@ def _baseline_sections(comparison: BaselineComparison, style: _Style) -> list[st
     head = style.heading(f"against the baseline run {comparison.baseline.run_id}")
     table = style.table(rows, ["strategy", "baseline's", "kept passing", "kept failing", "gains", "losses",
                                "not compared", "p (exact McNemar)", f"at alpha {comparison.alpha:g}"])
-    lines = [head, table]
+    lines = [head, table, *([""] if style.markdown else [])]
     lines += [style.item(f"note: {ref.note}") for ref in comparison.references if ref.note]
     for ref in comparison.references:
         for change in comparison.of(ref.strategy, LOSS):
@@ -173,7 +221,8 @@ def _matrix_table(matrix: ForgettingMatrix, rows_wanted: str, style: _Style) -> 
                                      if totals[c][s]) for c in matrix.columns)])
     shown = "all koans" if rows_wanted == "full" else f"{len(koans)} koan(s) that changed (--sleepy-matrix=full shows all)"
     head = style.heading(f"forgetting matrix: {shown}")
-    return f"{head}\n{style.table(rows, ['koan', *matrix.columns])}\n{style.item(MATRIX_LEGEND)}"
+    gap = "\n" if style.markdown else ""
+    return f"{head}\n{style.table(rows, ['koan', *matrix.columns])}\n{gap}{style.item(MATRIX_LEGEND)}"
 
 
 def _percent(value: float) -> str:

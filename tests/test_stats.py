@@ -17,7 +17,7 @@ import itertools
 
 import pytest
 
-from pytest_sleepy.stats import Z_95, exact_mcnemar, pass_at_k, wilson_interval
+from pytest_sleepy.stats import Z_95, exact_mcnemar, fisher_drop, pass_at_k, wilson_interval
 
 # --- Wilson score interval --------------------------------------------------------
 
@@ -183,3 +183,33 @@ def test_pass_at_k_worked_example():
 def test_pass_at_k_rejects_invalid_arguments(samples, correct, k):
     with pytest.raises(ValueError, match="pass@k"):
         pass_at_k(samples, correct, k)
+
+
+# -- one-sided Fisher exact test for a drop ---------------------------------------------
+
+# Reference p-values from scipy 1.17: fisher_exact([[bp, bt - bp], [ap, at - ap]],
+# alternative="greater").pvalue, i.e. the before row has the greater odds of passing.
+FISHER_DROP = [
+    ((5, 5, 0, 5), 0.003968253968253969),
+    ((3, 3, 1, 3), 0.2),
+    ((10, 10, 2, 10), 0.000357227911407478),
+    ((7, 10, 3, 10), 0.0894477039987876),
+    ((20, 30, 10, 30), 0.009691594130894985),
+    ((1, 3, 0, 3), 0.5),
+    ((4, 4, 4, 4), 1.0),
+    ((0, 5, 0, 5), 1.0),
+]
+
+
+@pytest.mark.parametrize("counts, expected", FISHER_DROP, ids=[str(c) for c, _ in FISHER_DROP])
+def test_fisher_drop_matches_scipy(counts, expected):
+    assert fisher_drop(*counts) == pytest.approx(expected, rel=1e-12)
+
+
+def test_fisher_drop_of_a_rise_is_not_significant():
+    assert fisher_drop(0, 5, 5, 5) == pytest.approx(1.0)
+
+
+def test_fisher_drop_refuses_impossible_counts():
+    with pytest.raises(ValueError, match="passed=6 must lie between 0 and total=5"):
+        fisher_drop(6, 5, 0, 5)

@@ -20,7 +20,8 @@ from .stats import exact_mcnemar
 __all__ = ["RunReport", "build_report", "render", "render_summary", "report_dict", "MATRIX_LEGEND"]
 
 MATRIX_LEGEND = ("P kept passing, . kept failing, + gained, - lost, ~ koan changed or new (not compared), "
-                 "blank not run; with samples, + and - need a significant change (Fisher exact)")
+                 "blank not run; with samples, + and - need a significant change (one-sided Fisher exact), "
+                 "and otherwise P and . give this run's state (solved in at least half the samples)")
 
 
 @dataclass

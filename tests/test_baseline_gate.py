@@ -154,3 +154,16 @@ def test_the_run_file_holds_the_matrix_the_comparison_and_the_gate(changed_run):
     assert aggregates["matrix"]["rows"]["bc_003"] == [".", "+"]
     assert {(c["koan"], c["symbol"]) for c in aggregates["baseline"]["changes"]} >= {("bc_001", "-"), ("bc_003", "+")}
     assert aggregates["gate"]["passed"] is False
+
+
+def test_with_samples_a_drop_that_is_not_significant_is_no_regression(bench):
+    two = [*ONE_STEP, "--sleepy-samples=2", "-k", "bc_001 or bc_003"]
+    bench.runpytest(*two, "--sleepy-save-baseline=base.json")
+    alter_recorded_answer(bench, "bc_001", koan_source("bc_001")["buggy"])
+    result = bench.runpytest(*two, "--sleepy-baseline=base.json")
+    # bc_001 fell from 2/2 to 0/2 samples: one-sided Fisher p = 1/6, not a regression.
+    assert result.ret == pytest.ExitCode.OK
+    result.stdout.fnmatch_lines([
+        "*not repaired in this sample (the baseline solved bc_001 in 2/2 samples; the gate judges the koan's rate)*",
+        "*ok: baseline: 0 regression(s), 0 gain(s)*",
+    ])

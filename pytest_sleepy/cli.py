@@ -10,6 +10,10 @@
     sleepy report RUN.json [--vs BASE.json] [--format text|markdown|json] [--matrix full|changed|off]
                   [--heatmap OUT.png] [--alpha A] [-o FILE]
     sleepy rescore RUN.json --episodes EP.jsonl [-o OUT.json] [--koans DIR] [...]
+    sleepy variants [--split train|eval|all] [--per-koan N] [--seed S] [--koan ID ...] [-j N] -o FILE.jsonl
+    sleepy data sft VARIANTS.jsonl -o FILE.jsonl [--strategy NAME] [--run RUN.json]
+    sleepy data dpo EPISODES.jsonl -o FILE.jsonl
+    sleepy data audit FILE.jsonl [--format text|markdown]
 
 Every `koans` command takes `--koans DIR` (the corpus; default ./koans), `--no-cache`
 (do not read or write the verification cache), `--cache-dir DIR` (default
@@ -26,6 +30,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -36,7 +41,10 @@ from .koans import CorpusError, Koan, KoanFileError, load_corpus, load_families,
 from .sandbox import Sandbox, SandboxUnavailable, Toolchain, ToolchainMissing
 from .validation import KoanCheck, check_corpus
 from .settings import default_cache_dir, verdict_cache_dir
-from .strategies import StrategyError, load_strategies
+from .strategies import StrategyError, load_strategies, select_strategies
+from .training.datasets import make_dpo, make_sft, make_variants
+from .training.leakage import LeakageGuard, audit, render_audit
+from .training.records import RecordFileError, read_records
 from .report import build_report, render, report_dict
 from .rescore import EpisodeFileError, read_episodes, rescore_run
 from .results import RunFile, RunFileError, read_run_file, write_run_file
@@ -58,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.run(args)
     except (UsageError, CorpusError, KoanFileError, SandboxUnavailable, ToolchainMissing, StrategyError,
-            RunFileError, EpisodeFileError, ValueError) as error:
+            RunFileError, EpisodeFileError, RecordFileError, ValueError) as error:
         print(f"sleepy: error: {error}", file=sys.stderr)
         return 2
 
@@ -134,6 +142,39 @@ def _parser() -> argparse.ArgumentParser:
     rescore.add_argument("-o", "--output", type=Path, metavar="OUT.json",
                          help="the rescored run file (default: RUN.rescored.json next to RUN.json)")
     rescore.set_defaults(run=_rescore)
+
+    leaks = argparse.ArgumentParser(add_help=False)
+    leaks.add_argument("--i-know-this-leaks", action="store_true",
+                       help="allow eval koans as training material (the records are marked leaks=true)")
+
+    variants = commands.add_parser("variants", parents=[common, leaks],
+                                   help="derive verified koan variants (training material) with hypothesis")
+    variants.add_argument("--split", choices=["train", "eval", "all"], default="train")
+    variants.add_argument("--per-koan", type=int, default=20, metavar="N", help="variants kept per koan (default 20)")
+    variants.add_argument("--seed", type=int, default=0, metavar="S")
+    variants.add_argument("--koan", action="append", metavar="ID", help="only these koans (repeatable)")
+    variants.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 2, help="koans drawn at once")
+    variants.add_argument("-o", "--output", type=Path, required=True, metavar="FILE.jsonl")
+    variants.set_defaults(run=_variants)
+
+    data = commands.add_parser("data", help="training records: sft, dpo, audit")
+    data_commands = data.add_subparsers(title="data commands")
+    sft = data_commands.add_parser("sft", parents=[common, leaks], help="SFT records from a variants file")
+    sft.add_argument("variants_file", type=Path, metavar="VARIANTS.jsonl")
+    sft.add_argument("-o", "--output", type=Path, required=True, metavar="FILE.jsonl")
+    sft.add_argument("--strategy", default="baseline", help="whose prompt builder to use (default baseline)")
+    sft.add_argument("--strategies", type=Path, default=Path("strategies"), metavar="DIR")
+    sft.add_argument("--run", dest="weights_run", type=Path, metavar="RUN.json",
+                     help="weight records by how this run's model did on each source koan")
+    sft.set_defaults(run=_data_sft)
+    dpo = data_commands.add_parser("dpo", parents=[common, leaks], help="preference records from episodes")
+    dpo.add_argument("episodes_file", type=Path, metavar="EPISODES.jsonl")
+    dpo.add_argument("-o", "--output", type=Path, required=True, metavar="FILE.jsonl")
+    dpo.set_defaults(run=_data_dpo)
+    audit = data_commands.add_parser("audit", parents=[common], help="leakage and pattern coverage of a record file")
+    audit.add_argument("records_file", type=Path, metavar="FILE.jsonl")
+    audit.add_argument("--format", choices=["text", "markdown"], default="text")
+    audit.set_defaults(run=_data_audit)
     return parser
 
 
@@ -220,6 +261,88 @@ def _rescore(args) -> int:
         print(f"{label}: {why}")
     print(f"run file: {output}")
     return 0
+
+
+def _split(koans: list[Koan], split: str) -> list[Koan]:
+    return [k for k in koans if split in ("all", k.split) and not k.flagged]
+
+
+def _variants(args) -> int:
+    corpus = load_corpus(args.koans)
+    if args.split != "train" and not args.i_know_this_leaks:
+        raise UsageError(f"--split {args.split}: variants of eval koans would leak the benchmark into training "
+                         "data; use --split train, or add --i-know-this-leaks (the records are then marked leaks=true)")
+    if args.per_koan < 1:
+        raise UsageError(f"--per-koan={args.per_koan}: must be at least 1")
+    koans = _split(corpus, args.split)
+    if args.koan:
+        unknown = sorted(set(args.koan) - {k.id for k in koans})
+        if unknown:
+            raise UsageError(f"--koan: {', '.join(unknown)} not in the {args.split} split of {args.koans}")
+        koans = [k for k in koans if k.id in args.koan]
+    cache = None if args.no_cache else verdict_cache_dir(args.cache_dir or default_cache_dir())
+    started = time.perf_counter()
+
+    def progress(draw) -> None:
+        print(f"{draw.koan}: drew {draw.drawn}, kept {draw.kept}, duplicates {draw.duplicates}, "
+              f"discarded {draw.discarded}, refused {draw.refused} ({draw.seconds:.1f} s)", file=sys.stderr)
+
+    result = make_variants(koans, _split(corpus, "eval"), args.output, per_koan=args.per_koan, seed=args.seed,
+                           leaks=args.split != "train", jobs=args.jobs, cache_dir=cache,
+                           unsafe_no_sandbox=args.unsafe_no_sandbox, progress=progress)
+    rows = [(d.koan, d.drawn, d.kept, d.duplicates, d.discarded, d.refused,
+             ", ".join(f"{p} x{n}" for p, n in d.problems.most_common(2))) for d in result.draws]
+    totals = [sum(r[i] for r in rows) for i in range(1, 6)]
+    print(tabulate([*rows, ("total", *totals, "")],
+                   headers=["koan", "drawn", "kept", "duplicates", "discarded", "refused (leakage)", "main problems"]))
+    for refusal in result.refusals:
+        print(f"refused: {refusal}")
+    print(f"\n{result.written} variants of {len(koans)} koans written to {args.output} "
+          f"in {time.perf_counter() - started:.0f} s")
+    return 0
+
+
+def _guard(args) -> LeakageGuard:
+    return LeakageGuard(_split(load_corpus(args.koans), "eval"))
+
+
+def _data_sft(args) -> int:
+    strategy = select_strategies(load_strategies(args.strategies), [args.strategy])[0]
+    corpus = load_corpus(args.koans)
+    verifier = _verifier(args)
+    strategy.prepare(_split(corpus, "train"), verifier.verify_candidate)
+    variants = read_records(args.variants_file, kinds=("variant",))
+    outcomes = read_run_file(args.weights_run).outcomes if args.weights_run else []
+    result = make_sft(variants, strategy, verifier, _guard(args), args.output, outcomes=outcomes,
+                      allow_leaks=args.i_know_this_leaks)
+    return _report_data(result, args.output)
+
+
+def _data_dpo(args) -> int:
+    episodes = read_episodes(args.episodes_file)
+    koans = {k.id: k for k in load_corpus(args.koans)}
+    result = make_dpo(episodes, koans, _guard(args), args.output, allow_leaks=args.i_know_this_leaks)
+    return _report_data(result, args.output)
+
+
+def _report_data(result, output: Path) -> int:
+    for line in result.skipped:
+        print(f"skipped: {line}")
+    for line in result.refusals:
+        print(f"refused: {line}")
+    classes = ", ".join(f"{n} {c}" for c, n in sorted(result.weight_classes.items())) or "none"
+    print(f"{result.written} records written to {output} (weight classes: {classes}); "
+          f"{len(result.refusals)} refused, {len(result.skipped)} skipped")
+    return 1 if result.refusals else 0
+
+
+def _data_audit(args) -> int:
+    eval_koans = _split(load_corpus(args.koans), "eval")
+    guard = LeakageGuard(eval_koans)
+    records = read_records(args.records_file)
+    report = audit(records, guard, eval_koans)
+    print(render_audit(report, args.format))
+    return 1 if report.over_threshold else 0
 
 
 def _show(args) -> int:

@@ -3,6 +3,9 @@ and the weighted sampler.
 
 Every record is one JSON line:
 
+    variant  {"kind": "variant", "id", "source", "split", "family", "pattern", "title", "edition",
+              "expect", "code": {"buggy", "fixed", "tests"}, "transformations", "seed", "leaks",
+              "verified_by": {"rustc", "verifier"}}          (written by `sleepy variants`)
     SFT  {"kind": "sft", "messages": [{"role", "content"}...], "code": {"buggy", "fixed"},
           "metadata": {...}}
     DPO  {"kind": "dpo", "prompt": [{"role", "content"}...], "chosen": str, "rejected": str,
@@ -73,19 +76,19 @@ def variant_record(koan: Koan, *, source: str, transformations: Sequence[str], s
     return {
         "kind": "variant", "id": koan.id, "source": source, "split": koan.split, "family": koan.family,
         "pattern": koan.pattern, "title": koan.title, "edition": koan.edition, "expect": list(koan.expect),
-        "buggy": koan.buggy, "fixed": koan.fixed, "tests": koan.tests, "transformations": list(transformations),
+        "code": {"buggy": koan.buggy, "fixed": koan.fixed, "tests": koan.tests}, "transformations": list(transformations),
         "seed": seed, "leaks": leaks, "verified_by": verified_by,
     }
 
 
 def koan_from_variant_record(record: dict, where: str) -> Koan:
     try:
+        code = record["code"]
         return Koan(id=record["id"], family=record["family"], pattern=record["pattern"],
                     title=record.get("title", record["id"]), edition=record["edition"], split=record["split"],
-                    expect=tuple(record["expect"]), buggy=record["buggy"], fixed=record["fixed"],
-                    tests=record["tests"])
-    except KeyError as error:
-        raise RecordFileError(f"{where}: a variant record needs field {error.args[0]!r}") from None
+                    expect=tuple(record["expect"]), buggy=code["buggy"], fixed=code["fixed"], tests=code["tests"])
+    except (KeyError, TypeError) as error:
+        raise RecordFileError(f"{where}: a variant record needs field {error.args[0]!r} (in 'code' for code)") from None
 
 
 def sft_record(koan: Koan, verdict: Verdict, strategy: Strategy, *, source: str, variant: str | None,

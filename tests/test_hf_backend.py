@@ -248,8 +248,8 @@ def test_4bit_without_cuda_is_unavailable_with_the_reason(tiny_dir):
         model.preflight()
 
 
-def test_adapter_in_the_request_is_a_model_error(model):
-    with pytest.raises(ModelError, match="does not apply adapters yet"):
+def test_an_unregistered_adapter_is_a_model_error(model):
+    with pytest.raises(ModelError, match="adapter 'sha256:0123' is not registered"):
         model.complete(ask(adapter="sha256:0123"))
 
 

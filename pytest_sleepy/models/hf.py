@@ -124,6 +124,8 @@ class HFModel:
         self._model = None
         self._commit: str | None = None
         self._identity: str | None = None
+        self._adapters: dict[str, Path] = {}  # adapter identity -> peft adapter directory
+        self._loaded_adapters: dict[str, str] = {}  # adapter identity -> peft adapter name
 
     @staticmethod
     def _choice(spec: ModelSpec, key: str, accepted: tuple[str, ...], default: str) -> str:
@@ -277,11 +279,57 @@ class HFModel:
                 tokenize=True, return_dict=True, return_tensors="pt", sanitize_control_tokens=True)
         return self._tokenizer(fallback_prompt(messages), return_tensors="pt", split_special_tokens=True)
 
+    # -- adapters ---------------------------------------------------------------------
+
+    def register_adapter(self, identity: str, directory: Path | str) -> None:
+        """Make a peft LoRA adapter directory available under `identity` (the name a
+        strategy puts in requests and the completion cache keys on). Nothing loads
+        until a request asks for it."""
+        directory = Path(directory)
+        if not (directory / "adapter_config.json").is_file():
+            raise ValueError(f"adapter {identity!r}: {directory} holds no adapter_config.json (not a peft adapter)")
+        known = self._adapters.get(identity)
+        if known is not None and known != directory:
+            raise ValueError(f"adapter {identity!r} is already registered for {known}")
+        self._adapters[identity] = directory
+
+    def _use_adapter(self, identity: str | None):
+        """Switch the loaded model to `identity` (None: the base model) without
+        reloading the base. peft keeps every adapter beside the frozen base weights
+        and never writes into them, so switching back to the base is exact."""
+        import contextlib
+
+        if identity is None:
+            if self._loaded_adapters:
+                return self._model.disable_adapter()
+            return contextlib.nullcontext()
+        if identity not in self._adapters:
+            raise ModelError(f"adapter {identity!r} is not registered with {self.spec.text}; "
+                             "the strategy that names it must register it first")
+        from peft import PeftModel
+
+        name = self._loaded_adapters.get(identity)
+        if name is None:
+            name = f"a{len(self._loaded_adapters)}_{hashlib.sha256(identity.encode()).hexdigest()[:8]}"
+            path = str(self._adapters[identity])
+            try:
+                if isinstance(self._model, PeftModel):
+                    self._model.load_adapter(path, adapter_name=name)
+                else:
+                    self._model = PeftModel.from_pretrained(self._model, path, adapter_name=name)
+            except Exception as error:
+                raise ModelError(f"cannot load adapter {identity!r} from {path} ({_first_line(error)})") from error
+            self._model.eval()
+            self._loaded_adapters[identity] = name
+        self._model.set_adapter(name)
+        return contextlib.nullcontext()
+
     def complete(self, request: CompletionRequest) -> Completion:
-        if request.adapter is not None:
-            raise ModelError(f"the hf backend does not apply adapters yet (asked for {request.adapter!r}); "
-                             "run the base model with adapter=None")
         self._load()
+        with self._use_adapter(request.adapter):
+            return self._generate(request)
+
+    def _generate(self, request: CompletionRequest) -> Completion:
         import torch
 
         settings = request.settings

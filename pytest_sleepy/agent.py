@@ -40,6 +40,7 @@ class Attempt:
     verify_seconds: float = 0.0
     cached: bool = False
     model_identity: str = ""
+    route: str | None = None  # routed strategies: the pattern chosen ("" = none, the base model)
 
 
 @dataclass
@@ -87,7 +88,7 @@ def repair(
         request = CompletionRequest(messages=strategy.messages(view), settings=settings,
                                     adapter=strategy.adapter(view), code=code,
                                     diagnostics=tuple(verdict.diagnostics))
-        attempt = Attempt(step=step, request=request)
+        attempt = Attempt(step=step, request=request, route=strategy.route(view))
         result.attempts.append(attempt)
         called = time.perf_counter()
         try:

@@ -78,25 +78,60 @@ class Benchmark:
     def train_koans(self) -> list[Koan]:
         """The train split, the only koans strategies may learn from. A broken file is
         skipped here; collection reports it as an error of its own."""
-        families = load_families(self.koans_dir)
-        koans = []
-        for path in sorted(self.koans_dir.rglob("*.toml")):
-            if path.name == "families.toml":
-                continue
-            try:
-                koan = load_koan(path, families)
-            except KoanFileError:
-                continue
-            if koan.split == "train" and not koan.flagged:
-                koans.append(koan)
-        return koans
+        return [k for k in self._all_koans() if k.split == "train" and not k.flagged]
 
-    def _prepare(self) -> None:
+    def _prepare(self, say=lambda line: None) -> None:
         if not self._prepared:
             train = self.train_koans()
             for strategy in self.strategies:
                 strategy.prepare(train, self.verifier.verify_candidate)
+            if any(s.needs_training for s in self.strategies):
+                context = self.training_context(train, say)
+                for strategy in self.strategies:
+                    if strategy.needs_training:
+                        strategy.train(context)
             self._prepared = True
+
+    def train_strategies(self, say) -> None:
+        """Build (or load) every strategy's artifacts now, reporting progress with
+        `say`: the controller does this before any worker starts, so each worker finds
+        them in the artifact store."""
+        self._prepare(say)
+
+    def training_context(self, train_koans: list[Koan], say):
+        from .results import read_run_file
+        from .training.artifacts import ArtifactStore
+        from .training.context import TrainingContext
+        from .training.lora import TrainConfig
+
+        table = dict(self.settings.train)
+        where = f"{self.settings.pyproject}: [tool.sleepy.train]"
+        base = self.settings.pyproject.parent if self.settings.pyproject else Path(".")
+        variants = table.pop("variants", None)
+        baseline_file = self.settings.baseline or (base / table.pop("baseline") if "baseline" in table else None)
+        table.pop("baseline", None)
+        replay_ratio = table.pop("replay_ratio", table.pop("replay-ratio", 0.5))
+        if not isinstance(replay_ratio, (int, float)) or isinstance(replay_ratio, bool) or not 0 <= replay_ratio <= 10:
+            raise ValueError(f"{where} replay_ratio: expected a number between 0 and 10, got {replay_ratio!r}")
+        config = TrainConfig.from_table(table, where)
+        eval_koans = [k for k in self._all_koans() if k.split == "eval"]
+        return TrainingContext(
+            model=self.model, store=ArtifactStore(self.settings.artifacts_dir), config=config,
+            train_koans=train_koans, eval_koans=eval_koans, verifier=self.verifier,
+            baseline_outcomes=read_run_file(baseline_file).outcomes if baseline_file else (),
+            variants_file=base / variants if variants else None, replay_ratio=float(replay_ratio),
+            retrain=self.settings.retrain, say=say)
+
+    def _all_koans(self) -> list[Koan]:
+        families = load_families(self.koans_dir)
+        koans = []
+        for path in sorted(self.koans_dir.rglob("*.toml")):
+            if path.name != "families.toml":
+                try:
+                    koans.append(load_koan(path, families))
+                except KoanFileError:
+                    continue
+        return koans
 
     def seed(self, sample: int) -> int:
         return self.settings.seed + sample
@@ -131,6 +166,7 @@ class Benchmark:
         outcome.tokens_in, outcome.tokens_out = result.tokens
         outcome.model_identity = next((a.model_identity for a in reversed(result.attempts) if a.model_identity), "")
         outcome.replayed = sum(1 for a in result.attempts if a.cached)
+        outcome.route = result.attempts[0].route if result.attempts else None
         return outcome
 
     def episode(self, koan: Koan, strategy: str, sample: int, seed: int, attempt: Attempt) -> dict:
@@ -143,6 +179,7 @@ class Benchmark:
             "model": self.model.spec.text,
             "model_identity": attempt.model_identity,
             "adapter": attempt.request.adapter,
+            "route": attempt.route,
             "sample": sample,
             "seed": seed,
             "step": attempt.step,

@@ -14,6 +14,13 @@
     sleepy data sft VARIANTS.jsonl -o FILE.jsonl [--strategy NAME] [--run RUN.json]
     sleepy data dpo EPISODES.jsonl -o FILE.jsonl
     sleepy data audit FILE.jsonl [--format text|markdown]
+    sleepy adapters list [--kind KIND]
+    sleepy adapters show KEY
+    sleepy adapters delete KEY
+    sleepy adapters export KEY -o DIR [--name NAME] [--force]
+
+Every `adapters` command takes `--artifacts DIR` (the artifact store; default
+$SLEEPY_ARTIFACTS_DIR or ./.sleepy/artifacts); KEY may be the start of a key.
 
 Every `koans` command takes `--koans DIR` (the corpus; default ./koans), `--no-cache`
 (do not read or write the verification cache), `--cache-dir DIR` (default
@@ -29,6 +36,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
+import shutil
 import sys
 import time
 from collections import Counter
@@ -42,6 +51,7 @@ from .sandbox import Sandbox, SandboxUnavailable, Toolchain, ToolchainMissing
 from .validation import KoanCheck, check_corpus
 from .settings import default_cache_dir, verdict_cache_dir
 from .strategies import StrategyError, load_strategies, select_strategies
+from .training.artifacts import ArtifactStore, default_artifacts_dir
 from .training.datasets import make_dpo, make_sft, make_variants
 from .training.leakage import LeakageGuard, audit, render_audit
 from .training.records import RecordFileError, read_records
@@ -175,6 +185,30 @@ def _parser() -> argparse.ArgumentParser:
     audit.add_argument("records_file", type=Path, metavar="FILE.jsonl")
     audit.add_argument("--format", choices=["text", "markdown"], default="text")
     audit.set_defaults(run=_data_audit)
+
+    store = argparse.ArgumentParser(add_help=False)
+    store.add_argument("--artifacts", type=Path, default=None, metavar="DIR",
+                       help="artifact store (default: $SLEEPY_ARTIFACTS_DIR or ./.sleepy/artifacts)")
+    adapters = commands.add_parser("adapters",
+                                   help="trained adapters in the artifact store: list, show, delete, export")
+    adapter_commands = adapters.add_subparsers(title="adapter commands")
+    adapters_list = adapter_commands.add_parser("list", parents=[store], help="list the stored artifacts")
+    adapters_list.add_argument("--kind", help="only artifacts of this kind (e.g. lora)")
+    adapters_list.set_defaults(run=_adapters_list)
+    adapters_show = adapter_commands.add_parser("show", parents=[store], help="print an artifact's artifact.json")
+    adapters_show.add_argument("key", metavar="KEY", help="the key, or its start")
+    adapters_show.set_defaults(run=_adapters_show)
+    adapters_delete = adapter_commands.add_parser("delete", parents=[store], help="remove an artifact")
+    adapters_delete.add_argument("key", metavar="KEY", help="the key, or its start")
+    adapters_delete.set_defaults(run=_adapters_delete)
+    adapters_export = adapter_commands.add_parser(
+        "export", parents=[store], help="copy a peft adapter out of the store, with an Ollama Modelfile")
+    adapters_export.add_argument("key", metavar="KEY", help="the key, or its start")
+    adapters_export.add_argument("-o", "--output", type=Path, required=True, metavar="DIR",
+                                 help="where to write DIR/adapter/ and DIR/Modelfile")
+    adapters_export.add_argument("--name", help="the Ollama model name to suggest (default: sleepy-KEY12)")
+    adapters_export.add_argument("--force", action="store_true", help="replace an earlier export in DIR")
+    adapters_export.set_defaults(run=_adapters_export)
     return parser
 
 
@@ -428,6 +462,81 @@ def _import(args) -> int:
     for warning in report.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     print(f"wrote {len(report.written)} koan file(s) to {args.out}; run `sleepy koans validate --koans {args.out}` next")
+    return 0
+
+
+# -- sleepy adapters ------------------------------------------------------------------
+
+def _store(args) -> ArtifactStore:
+    return ArtifactStore(args.artifacts or default_artifacts_dir())
+
+
+def _size(size: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size} B"
+
+
+def _adapters_list(args) -> int:
+    store = _store(args)
+    artifacts = [a for a in store.list() if args.kind is None or a.kind == args.kind]
+    if not artifacts:
+        print(f"no artifacts{f' of kind {args.kind}' if args.kind else ''} in {store.root}")
+        return 0
+    rows = [(a.key[:12], a.kind, a.made_by or "-", a.base_name or "-", a.created, _size(a.size)) for a in artifacts]
+    print(tabulate(rows, headers=["key", "kind", "made by", "base model", "created", "size"]))
+    print(f"\n{len(artifacts)} artifact(s) in {store.root}")
+    return 0
+
+
+def _adapters_show(args) -> int:
+    print(json.dumps(_store(args).get(args.key).meta, indent=2, ensure_ascii=False))
+    return 0
+
+
+def _adapters_delete(args) -> int:
+    artifact = _store(args).delete(args.key)
+    print(f"deleted {artifact.kind} artifact {artifact.key} ({artifact.path})")
+    return 0
+
+
+# The files of a peft adapter; the store's own files (artifact.json, train_log.json,
+# loss.png) stay behind, so Ollama reads nothing else from the adapter folder.
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin")
+
+
+def _adapters_export(args) -> int:
+    artifact = _store(args).get(args.key)
+    if not (artifact.path / "adapter_config.json").is_file():
+        raise UsageError(f"artifact {artifact.key[:12]} ({artifact.kind}) holds no adapter_config.json: "
+                         "it is not a peft adapter, so there is nothing to export")
+    weights = [n for n in ADAPTER_FILES[1:] if (artifact.path / n).is_file()]
+    if not weights:
+        raise UsageError(f"artifact {artifact.key[:12]} has adapter_config.json but no adapter weights "
+                         f"({' or '.join(ADAPTER_FILES[1:])})")
+    out = args.output.resolve()
+    adapter, modelfile = out / "adapter", out / "Modelfile"
+    if (adapter.exists() or modelfile.exists()) and not args.force:
+        raise UsageError(f"{out} already holds an export (adapter/ or Modelfile); choose another -o or add --force")
+    name = args.name or f"sleepy-{artifact.key[:12]}"
+    if adapter.exists():
+        shutil.rmtree(adapter)
+    adapter.mkdir(parents=True)
+    for file_name in ("adapter_config.json", *weights):
+        shutil.copy2(artifact.path / file_name, adapter / file_name)
+    (out / "artifact.json").write_text(json.dumps(artifact.meta, indent=2, ensure_ascii=False) + "\n",
+                                       encoding="utf-8")
+    base = artifact.base_name
+    modelfile.write_text(f"# LoRA adapter {artifact.key} ({artifact.kind}, made by {artifact.made_by or '-'})\n"
+                         f"FROM {base}\nADAPTER {adapter}\n", encoding="utf-8")
+    print(f"exported {artifact.kind} adapter {artifact.key[:12]} to {adapter}")
+    print(f"Modelfile: {modelfile}")
+    print(f"\nnote: FROM is {base!r}, the base the adapter was trained on. Ollama needs a base model name it "
+          "knows (or a local weights directory): if that is a Hugging Face name, edit FROM to the Ollama name of "
+          "the same weights (e.g. qwen2.5-coder:1.5b-instruct). The adapter only fits exactly that base.")
+    print(f"\nollama create {shlex.quote(name)} -f {shlex.quote(str(modelfile))}\nollama run {shlex.quote(name)}")
     return 0
 
 

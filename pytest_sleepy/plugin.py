@@ -15,6 +15,7 @@ without xdist.
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -38,9 +39,13 @@ def pytest_addoption(parser):
     group = parser.getgroup("sleepy", "pytest-sleepy koan benchmark")
     for option in OPTIONS:
         default = option.default if not isinstance(option.default, tuple) else ",".join(option.default)
-        shown = "" if option.default is None else f" (default: {default})"
+        shown = "" if option.default is None or option.is_switch else f" (default: {default})"
         # argparse formats help texts with %: escape it.
-        group.addoption(option.flag, dest=option.dest, default=None, help=f"{option.help}{shown}".replace("%", "%%"))
+        text = f"{option.help}{shown}".replace("%", "%%")
+        if option.is_switch:
+            group.addoption(option.flag, dest=option.dest, action="store_const", const=True, default=None, help=text)
+        else:
+            group.addoption(option.flag, dest=option.dest, default=None, help=text)
     group.addoption(
         "--sleepy-unsafe-no-sandbox",
         action="store_true",
@@ -72,6 +77,10 @@ class SleepyPlugin:
         except SettingsError as error:
             raise pytest.UsageError(str(error)) from None
         self.worker = hasattr(config, "workerinput")
+        if self.worker:
+            # The controller trained (or retrained) before the workers started; a
+            # worker only loads, so --sleepy-retrain must not make each train again.
+            self.settings = dataclasses.replace(self.settings, retrain=False)
         self.run_id = config.workerinput["sleepy_run_id"] if self.worker else new_run_id()
         self.started = datetime.now(timezone.utc).isoformat(timespec="seconds")
         self.outcomes: list[Outcome] = []
@@ -130,6 +139,16 @@ class SleepyPlugin:
         except INFRASTRUCTURE as error:
             # A UsageError here is printed once, before xdist starts any worker.
             raise pytest.UsageError(f"pytest-sleepy: {error}") from None
+        if any(s.needs_training for s in self.benchmark.strategies):
+            # Train before any item (and any xdist worker) starts, where the terminal
+            # shows the progress; workers then load the artifacts from the store.
+            reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+            say = reporter.write_line if reporter else print
+            try:
+                self.benchmark.train_strategies(say)
+            except ValueError as error:
+                raise pytest.UsageError(f"pytest-sleepy: {error}") from None
+
 
     # -- outcomes and the summary (controller only) ---------------------------------
 

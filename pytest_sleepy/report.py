@@ -32,6 +32,7 @@ class RunReport:
     matrix: ForgettingMatrix | None = None
     gate: GateResult | None = None
     continual: list[AccuracyMatrix] = field(default_factory=list)  # one per strategy with training stages
+    routing: dict = field(default_factory=dict)  # routed strategy -> router ConfusionTable
 
 
 def build_report(outcomes: list[Outcome], provenance: dict, *, strategies: list[str], model: str = "",
@@ -53,7 +54,15 @@ def build_report(outcomes: list[Outcome], provenance: dict, *, strategies: list[
     if curriculum is not None:
         staged = [s for s in strategies if any(o.strategy == s and o.stage is not None for o in outcomes)]
         continual = [accuracy_matrix(outcomes, curriculum, strategy) for strategy in staged]
-    return RunReport(summary, model, comparison, matrix, result, continual)
+    routing = {}
+    for strategy in strategies:
+        decisions = [(o.pattern, o.route or None) for o in outcomes
+                     if o.strategy == strategy and o.route is not None and o.status != ERROR]
+        if decisions:
+            from .router import confusion
+
+            routing[strategy] = confusion(decisions)
+    return RunReport(summary, model, comparison, matrix, result, continual, routing)
 
 
 def report_dict(report: RunReport) -> dict:
@@ -72,6 +81,9 @@ def report_dict(report: RunReport) -> dict:
         }
     if report.gate is not None:
         data["gate"] = {"passed": report.gate.passed, "lines": report.gate.lines}
+    if report.routing:
+        data["routing"] = {s: {"accuracy": t.accuracy, "total": t.total, "correct": t.correct, "unrouted": t.unrouted,
+                               "rows": [vars(r) for r in t.rows]} for s, t in report.routing.items()}
     if report.continual:
         data["continual"] = [{"matrix": m.to_dict(), "metrics": m.metrics().to_dict()} for m in report.continual]
     return data
@@ -92,6 +104,11 @@ def render(report: RunReport, fmt: str = "text", matrix_rows: str = "changed") -
         sections.extend(_baseline_sections(report.comparison, style))
     if report.matrix is not None and matrix_rows != "off" and len(report.matrix.columns) > 1:
         sections.append(_matrix_table(report.matrix, matrix_rows, style))
+    for strategy, table in report.routing.items():
+        from .router import render_confusion
+
+        title = f"router of {strategy}: routed pattern against the koan's declared pattern (first step)"
+        sections.append(f"{style.heading(title)}\n{render_confusion(table, fmt)}")
     for matrix in report.continual:
         title = f"continual learning: {matrix.strategy}" if matrix.strategy else "continual learning"
         sections.append(f"{style.heading(title)}\n{render_continual(matrix, matrix.metrics(), fmt)}")

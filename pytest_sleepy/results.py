@@ -74,6 +74,9 @@ class Outcome:
     # Continual learning: the training stage the model had reached (0 = untrained);
     # None for runs without stages. See continual.py.
     stage: int | None = None
+    # Routed strategies: the pattern the router chose at the first step ("" = none,
+    # the base model answered); None when the strategy does not route.
+    route: str | None = None
 
     @property
     def column(self) -> str:

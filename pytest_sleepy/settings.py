@@ -23,6 +23,15 @@ or a list); the command line wins. Paths in pyproject.toml are relative to that 
 | alpha            | --sleepy-alpha         | 0.05      | significance level of the gate and of per-koan changes |
 | fail-under       | --sleepy-fail-under    | (none)    | fail when a strategy's pass rate is below RATE (0.7 or 70%) |
 | matrix           | --sleepy-matrix        | changed   | forgetting matrix rows in the summary: full, changed or off |
+| artifacts-dir    | --sleepy-artifacts-dir | $SLEEPY_ARTIFACTS_DIR or .sleepy/artifacts under the rootdir |
+| retrain          | --sleepy-retrain       | false     | train every artifact again, ignoring the artifact cache |
+
+`[tool.sleepy.train]` holds the training hyperparameters (pytest_sleepy/training/lora.py
+TrainConfig: rank, alpha, dropout, target_modules, steps, lr, batch_size, warmup,
+schedule, seed, max_length, weighted, load_in_4bit, dtype) and three data settings:
+`variants` (a `sleepy variants` file whose records join the train koans), `baseline`
+(a run file naming the patterns the baseline fails, when --sleepy-baseline is not
+given) and `replay_ratio` (default 0.5).
 """
 
 from __future__ import annotations
@@ -119,6 +128,12 @@ def _alpha(value) -> float:
     return number
 
 
+def _flag(value) -> bool:
+    if isinstance(value, bool):
+        return value
+    raise ValueError(f"expected true or false, got {value!r}")
+
+
 def _text(value) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ValueError(f"expected a non-empty string, got {value!r}")
@@ -133,6 +148,7 @@ class Option:
     parse: Callable[[object], object]
     help: str
     is_path: bool = False
+    is_switch: bool = False  # a command-line switch without a value
 
     @property
     def dest(self) -> str:
@@ -158,6 +174,8 @@ OPTIONS = (
     Option("alpha", "--sleepy-alpha", 0.05, _alpha, "significance level of the gate and of per-koan changes with samples"),
     Option("fail-under", "--sleepy-fail-under", None, _fraction, "fail when a strategy's pass rate is below RATE (0.7 or 70%)"),
     Option("matrix", "--sleepy-matrix", "changed", _choice(("full", "changed", "off")), "forgetting-matrix rows in the summary: full, changed or off"),
+    Option("artifacts-dir", "--sleepy-artifacts-dir", None, _text, "trained adapters (default $SLEEPY_ARTIFACTS_DIR or .sleepy/artifacts)", is_path=True),
+    Option("retrain", "--sleepy-retrain", False, _flag, "train every artifact again, ignoring the artifact cache", is_switch=True),
 )
 
 
@@ -181,9 +199,16 @@ class BenchmarkSettings:
     alpha: float = 0.05
     fail_under: float | None = None
     matrix: str = "changed"
+    artifacts_dir: Path | None = None
+    retrain: bool = False
+    train: dict = field(default_factory=dict)  # [tool.sleepy.train], checked where it is used
+    pyproject: Path | None = None  # where [tool.sleepy] came from, for messages and relative paths
 
     def to_dict(self) -> dict:
-        return {o.key: _plain(getattr(self, o.key.replace("-", "_"))) for o in OPTIONS}
+        data = {o.key: _plain(getattr(self, o.key.replace("-", "_"))) for o in OPTIONS}
+        if self.train:
+            data["train"] = self.train
+        return data
 
 
 def _plain(value):
@@ -206,7 +231,10 @@ def read_tool_table(pyproject: Path | None) -> dict:
 def resolve_settings(cli: dict[str, object], pyproject: Path | None, rootdir: Path, cwd: Path) -> BenchmarkSettings:
     """Settings from `cli` (flag values by Option.dest, None when not given), then
     `[tool.sleepy]` in `pyproject`, then the defaults."""
-    table = read_tool_table(pyproject)
+    table = dict(read_tool_table(pyproject))
+    train = table.pop("train", {})
+    if not isinstance(train, dict):
+        raise SettingsError(f"{pyproject}: [tool.sleepy.train] must be a table")
     known = {o.key for o in OPTIONS}
     for key in table:
         if key not in known:
@@ -227,4 +255,8 @@ def resolve_settings(cli: dict[str, object], pyproject: Path | None, rootdir: Pa
         values[option.key.replace("-", "_")] = (base / value) if option.is_path else value
     if "cache_dir" not in values:
         values["cache_dir"] = default_cache_dir(rootdir)
-    return BenchmarkSettings(**values)
+    if values.get("artifacts_dir") is None:
+        from .training.artifacts import default_artifacts_dir
+
+        values["artifacts_dir"] = default_artifacts_dir(rootdir)
+    return BenchmarkSettings(**values, train=train, pyproject=pyproject if train else None)

@@ -59,6 +59,21 @@ class Strategy:
         """The adapter to apply for this step (None: the base model)."""
         return None
 
+    def route(self, view: StepView) -> str | None:
+        """For routed strategies: the pattern the router chose for this step ("" when
+        it chose none, so the base model answers); None for strategies that do not
+        route. Recorded in episodes and in the router's confusion table."""
+        return None
+
+    # Strategies that need trained artifacts (adapters, Share bases) set this and
+    # implement train(); the benchmark calls it once per process, after prepare(),
+    # and the artifact store makes every call after the first a cache hit.
+    needs_training: bool = False
+
+    def train(self, context) -> None:
+        """Build or load this strategy's artifacts through `context`
+        (pytest_sleepy.training.context.TrainingContext)."""
+
     def definition(self) -> dict:
         """What the run file records about this strategy, so a run can be traced to
         the exact code that produced its prompts."""

@@ -46,7 +46,8 @@ def test_defaults_apply_when_nothing_is_given(root):
     settings = resolve_settings({}, None, rootdir=root, cwd=root)
     assert settings == BenchmarkSettings(
         strategy=("baseline",), model="rustfix", max_steps=3, samples=1, seed=0, temperature=0.0,
-        max_tokens=1024, split="eval", json=None, episodes=None, cache="rw", cache_dir=root / ".sleepy" / "cache")
+        max_tokens=1024, split="eval", json=None, episodes=None, cache="rw", cache_dir=root / ".sleepy" / "cache",
+        artifacts_dir=root / ".sleepy" / "artifacts")
 
 
 def test_flags_given_as_none_count_as_not_given(root):
@@ -76,7 +77,8 @@ def test_option_defaults_match_the_settings_defaults():
 
 def test_every_option_has_a_settings_field():
     fields = {f.name for f in dataclasses.fields(BenchmarkSettings)}
-    assert {option.key.replace("-", "_") for option in OPTIONS} == fields
+    # Besides the options: the [tool.sleepy.train] table and where it came from.
+    assert {option.key.replace("-", "_") for option in OPTIONS} | {"train", "pyproject"} == fields
 
 
 def test_option_dest_is_the_key_prefixed_with_sleepy():

@@ -136,6 +136,12 @@ class TrainingContext:
 
     # -- artifacts -------------------------------------------------------------------
 
+    @staticmethod
+    def _trained_on(records: Sequence[dict]) -> list[dict]:
+        """What training reads of the records (the chats and their weights): the
+        artifact's address, so strategies with the same data share one adapter."""
+        return [{"messages": r["messages"], "weight": r["metadata"]["weight"]} for r in records]
+
     def config_for(self, strategy) -> TrainConfig:
         overrides = getattr(strategy, "train_overrides", None) or {}
         return TrainConfig.from_table(dict(overrides), f"strategies/{strategy.name}.py train_overrides", base=self.config)
@@ -153,7 +159,8 @@ class TrainingContext:
         config = config or self.config_for(strategy)
         label = f"{strategy.name}{':' + name if name else ''}"
         material = training_material("lora", base_model=self.model.identity, base_name=self.base_name,
-                                     records=records, hyperparameters=config.to_dict(), seed=config.seed, name=name)
+                                     records=self._trained_on(records), hyperparameters=config.to_dict(),
+                                     seed=config.seed, name=name)
 
         def build(folder: Path) -> dict:
             self.say(f"training {label}: {len(records)} records, {config.steps} steps")
@@ -171,8 +178,8 @@ class TrainingContext:
         for pattern in sorted({r["metadata"]["pattern"] for r in records}):
             subset = [r for r in records if r["metadata"]["pattern"] == pattern]
             material = training_material("lora", base_model=self.model.identity, base_name=self.base_name,
-                                         records=subset, hyperparameters=config.to_dict(), seed=config.seed,
-                                         name=pattern)
+                                         records=self._trained_on(subset), hyperparameters=config.to_dict(),
+                                         seed=config.seed, name=pattern)
 
             def build(folder: Path, subset=subset, pattern=pattern) -> dict:
                 self.say(f"training {strategy.name}:{pattern}: {len(subset)} records, {config.steps} steps")
@@ -192,7 +199,7 @@ class TrainingContext:
 
         loras = self.per_pattern_loras(strategy, records)
         material = {"kind": "share", "base_model": self.model.identity, "base_name": self.base_name,
-                    "records": records_digest(records), "hyperparameters": asdict(share_config),
+                    "records": records_digest(self._trained_on(records)), "hyperparameters": asdict(share_config),
                     "seed": share_config.seed, "loras": {p: a.key for p, a in sorted(loras.items())},
                     "version": training_material("x", base_model="", records=[], hyperparameters={}, seed=0)["version"]}
 

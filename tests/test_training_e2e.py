@@ -1,0 +1,82 @@
+"""Every training strategy through pytest with `-n 2` on a tiny model built here:
+artifacts are trained once, before the workers start, and the next run loads them."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections import Counter
+
+import pytest
+
+pytest.importorskip("peft")
+
+from pytest_sleepy.results import read_run_file  # noqa: E402
+
+from conftest import REPO_ROOT  # noqa: E402
+
+STRATEGIES = "baseline,lora,lora_replay,lora_weighted,share_averaged,share_routed"
+
+
+@pytest.fixture
+def training_bench(bench, tmp_path_factory, monkeypatch):
+    from tiny_model import build_tiny_qwen2
+
+    # A second train pattern, so that Share has two tasks to put in one subspace.
+    shutil.copy(REPO_ROOT / "koans" / "trait_bounds" / "tb_101.toml", bench.path / "koans" / "trait_bounds")
+    model = build_tiny_qwen2(tmp_path_factory.mktemp("tiny") / "qwen2")
+    # One thread per process: two xdist workers on two cores must not fight.
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    path = bench.path / "pyproject.toml"
+    path.write_text(path.read_text() + f"""
+[tool.sleepy]
+model = "hf:{model}"
+max-steps = 1
+max-tokens = 8
+
+[tool.sleepy.train]
+steps = 2
+batch_size = 1
+warmup = 0
+max_length = 640
+target_modules = ["q_proj", "v_proj"]
+""")
+    return bench
+
+
+def test_every_training_strategy_trains_once_and_then_loads(training_bench):
+    first = training_bench.runpytest_subprocess(f"--strategy={STRATEGIES}", "-n", "2", "--sleepy-json=first.json",
+                                                "--sleepy-matrix=full")
+    output = first.stdout.str()
+    assert "training lora: step 2/2" in output  # progress, shown by the controller
+    first.stdout.fnmatch_lines([
+        "*= pytest-sleepy summary =*",
+        *(f"{name}*4*0*" for name in STRATEGIES.split(",")),
+        "forgetting matrix: all koans*",
+        "router of share_routed: routed pattern against the koan's declared pattern*",
+    ])
+    store = training_bench.path / ".sleepy" / "artifacts"
+    artifacts = sorted(p.name for p in store.iterdir() if p.is_dir())
+    kinds = Counter(json.loads((store / key / "artifact.json").read_text())["kind"] for key in artifacts)
+    # Without a baseline run every pattern is targeted and nothing is left to replay, so
+    # lora and lora_replay train on the same data and share one adapter; lora_weighted
+    # samples by weight (another adapter); one LoRA per train pattern, one Share and one
+    # router serve both Share strategies.
+    assert kinds == {"lora": 2 + 2, "share": 1, "router": 1}
+
+    second = training_bench.runpytest_subprocess(f"--strategy={STRATEGIES}", "-n", "2", "--sleepy-json=second.json")
+    assert "training " not in second.stdout.str()
+    assert sorted(p.name for p in (training_bench.path / ".sleepy" / "artifacts").iterdir() if p.is_dir()) == artifacts
+
+    def outcomes(name):
+        return {(o.koan, o.strategy): (o.status, o.reason) for o in read_run_file(training_bench.path / name).outcomes}
+
+    assert outcomes("first.json") == outcomes("second.json")
+    routes = {o.route for o in read_run_file(training_bench.path / "second.json").outcomes if o.strategy == "share_routed"}
+    assert routes <= {"", "use_after_move", "missing_clone_derive"}  # a trained pattern, or the base model
+
+
+def test_a_training_strategy_with_a_model_that_takes_no_adapters_is_a_usage_error(bench):
+    result = bench.runpytest("--strategy=lora")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*training strategies need a model whose adapters can be applied; use an hf: model*"])

@@ -41,6 +41,7 @@ class Attempt:
     cached: bool = False
     model_identity: str = ""
     route: str | None = None  # routed strategies: the pattern chosen ("" = none, the base model)
+    variant: str = ""
 
 
 @dataclass
@@ -74,6 +75,7 @@ def repair(
     settings: GenerationSettings = GenerationSettings(),
     cache: CompletionCache | None = None,
     on_attempt: Callable[[Attempt], None] | None = None,
+    variant: str = "",
 ) -> RepairResult:
     started = time.perf_counter()
     initial = verifier.verify_candidate(koan, koan.buggy)
@@ -84,11 +86,11 @@ def repair(
     code, verdict, answers = koan.buggy, initial, []
     steps = strategy.max_steps or max_steps
     for step in range(1, steps + 1):
-        view = StepView(step=step, code=code, verdict=verdict, previous_answers=tuple(answers))
+        view = StepView(step=step, code=code, verdict=verdict, previous_answers=tuple(answers), variant=variant)
         request = CompletionRequest(messages=strategy.messages(view), settings=settings,
                                     adapter=strategy.adapter(view), code=code,
                                     diagnostics=tuple(verdict.diagnostics))
-        attempt = Attempt(step=step, request=request, route=strategy.route(view))
+        attempt = Attempt(step=step, request=request, route=strategy.route(view), variant=variant)
         result.attempts.append(attempt)
         called = time.perf_counter()
         try:

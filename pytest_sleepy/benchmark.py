@@ -53,6 +53,10 @@ class Benchmark:
         self.episodes = EpisodeLog(settings.episodes) if settings.episodes else None
         self._verifier: Verifier | None = None
         self._prepared = False
+        if any(s.needs_training for s in self.strategies):
+            train = self.train_koans()
+            for strategy in self.strategies:
+                strategy.plan(train)
 
     @property
     def verifier(self) -> Verifier:
@@ -136,12 +140,15 @@ class Benchmark:
     def seed(self, sample: int) -> int:
         return self.settings.seed + sample
 
-    def run(self, koan: Koan, strategy_name: str, sample: int) -> Outcome:
-        """Repair `koan` with one strategy and one sample; ModelUnavailable propagates."""
+    def run(self, koan: Koan, strategy_name: str, sample: int, variant: str = "") -> Outcome:
+        """Repair `koan` with one strategy (one of its variants) and one sample;
+        ModelUnavailable propagates."""
         self._prepare()
         seed = self.seed(sample)
+        strategy = self.strategy(strategy_name)
         outcome = Outcome(koan=koan.id, strategy=strategy_name, sample=sample, seed=seed, status=FAILED, reason="",
-                          family=koan.family, pattern=koan.pattern, split=koan.split, koan_digest=koan.digest)
+                          family=koan.family, pattern=koan.pattern, split=koan.split, koan_digest=koan.digest,
+                          variant=variant, stage=strategy.stage_of(variant))
         settings = GenerationSettings(temperature=self.settings.temperature, seed=seed,
                                       max_tokens=self.settings.max_tokens)
 
@@ -150,9 +157,9 @@ class Benchmark:
                 self.episodes.append(self.episode(koan, strategy_name, sample, seed, attempt))
 
         try:
-            result = repair(koan, self.strategy(strategy_name), self.model, self.verifier,
+            result = repair(koan, strategy, self.model, self.verifier,
                             max_steps=self.settings.max_steps, settings=settings, cache=self.completions,
-                            on_attempt=record)
+                            on_attempt=record, variant=variant)
         except CacheMiss as miss:
             outcome.status, outcome.reason = ERROR, f"{koan.id}: {miss}"
             return outcome
@@ -176,6 +183,7 @@ class Benchmark:
             "koan": koan.id,
             "koan_digest": koan.digest,
             "strategy": strategy,
+            "variant": attempt.variant,
             "model": self.model.spec.text,
             "model_identity": attempt.model_identity,
             "adapter": attempt.request.adapter,
@@ -214,6 +222,7 @@ class Benchmark:
             "model": {"spec": self.model.spec.text, "backend": self.model.spec.backend,
                       "identities": sorted({o.model_identity for o in outcomes if o.model_identity})},
             "strategies": [s.definition() for s in self.strategies],
+            **({"curriculum": curricula[0]} if (curricula := [c for s in self.strategies if (c := s.curriculum())]) else {}),
             "seeds": seeds,
             "options": self.settings.to_dict(),
             "koans": {o.koan: o.koan_digest for o in sorted(outcomes, key=lambda o: o.koan)},

@@ -280,9 +280,11 @@ class KoanFile(pytest.File):
             return
         samples = benchmark.settings.samples
         for strategy in benchmark.strategies:
-            for sample in range(samples):
-                name = f"{koan.id}[{strategy.name}]" if samples == 1 else f"{koan.id}[{strategy.name}-{sample}]"
-                item = KoanItem.from_parent(self, name=name, koan=koan, strategy=strategy.name, sample=sample)
+            for variant, sample in ((v, n) for v in strategy.variants() for n in range(samples)):
+                label = f"{strategy.name}@{variant}" if variant else strategy.name
+                name = f"{koan.id}[{label}]" if samples == 1 else f"{koan.id}[{label}-{sample}]"
+                item = KoanItem.from_parent(self, name=name, koan=koan, strategy=strategy.name, sample=sample,
+                                            variant=variant)
                 for marker in (f"family_{koan.family}", f"pattern_{koan.pattern}", f"split_{koan.split}",
                                f"strategy_{strategy.name}"):
                     item.add_marker(_registered(self.config, marker))
@@ -311,13 +313,13 @@ class KoanNotRepaired(Exception):
 
 
 class KoanItem(pytest.Item):
-    def __init__(self, *, koan: Koan, strategy: str, sample: int, **kwargs):
+    def __init__(self, *, koan: Koan, strategy: str, sample: int, variant: str = "", **kwargs):
         super().__init__(**kwargs)
-        self.koan, self.strategy, self.sample = koan, strategy, sample
+        self.koan, self.strategy, self.sample, self.variant = koan, strategy, sample, variant
 
     def runtest(self):
         plugin: SleepyPlugin = self.config.pluginmanager.get_plugin("sleepy-benchmark")
-        outcome = plugin.benchmark.run(self.koan, self.strategy, self.sample)
+        outcome = plugin.benchmark.run(self.koan, self.strategy, self.sample, self.variant)
         self.user_properties.append((OUTCOME_KEY, outcome.to_dict()))
         if not outcome.solved:
             raise KoanNotRepaired(plugin.failure_text(self, outcome))

@@ -41,9 +41,10 @@ def build_report(outcomes: list[Outcome], provenance: dict, *, strategies: list[
     """Everything a report shows, from outcomes and provenance (a live session's or a
     run file's). `gate` (any|significant) or `fail_under` also evaluate the gate."""
     summary = RunSummary.from_outcomes(outcomes, strategies)
+    columns = [s.strategy for s in summary.strategies]  # strategies, and strategy:variant columns
     comparison = None
     if baseline is not None:
-        comparison = BaselineComparison.build(baseline, outcomes, provenance, strategies, alpha)
+        comparison = BaselineComparison.build(baseline, outcomes, provenance, columns, alpha)
     matrix = forgetting_matrix(outcomes, strategies, comparison, alpha)
     result = None
     if gate is not None and (baseline is not None or fail_under is not None):

@@ -31,6 +31,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import statistics
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
@@ -39,7 +40,7 @@ from pathlib import Path
 from .stats import exact_mcnemar, pass_at_k, wilson_interval
 
 __all__ = [
-    "Outcome", "StrategySummary", "Comparison", "RunSummary", "EpisodeLog",
+    "Outcome", "StrategySummary", "Comparison", "RunSummary", "EpisodeLog", "columns_in_order",
     "RunFile", "RunFileError", "write_run_file", "read_run_file", "ALPHA", "RUN_FORMAT",
 ]
 
@@ -133,14 +134,13 @@ class RunSummary:
 
     @classmethod
     def from_outcomes(cls, outcomes: list[Outcome], order: list[str] | None = None) -> "RunSummary":
-        names = list(order or [])
-        names += sorted({o.strategy for o in outcomes} - set(names))
+        names = columns_in_order(outcomes, order or [])
         counted = [o for o in outcomes if o.status != ERROR]
         rates = _per_koan_rates(counted)  # strategy -> koan -> rate
         family_of = {o.koan: o.family for o in outcomes}
         summaries, families = [], defaultdict(dict)
         for name in names:
-            items = [o for o in counted if o.strategy == name]
+            items = [o for o in counted if o.column == name]
             per_koan = rates.get(name, {})
             solved = sum(per_koan.values())
             low, high = wilson_interval(solved, len(per_koan))
@@ -153,7 +153,7 @@ class RunSummary:
                 mean_model_seconds=statistics.fmean(o.model_seconds for o in items) if items else 0.0,
                 mean_verify_seconds=statistics.fmean(o.verify_seconds for o in items) if items else 0.0,
                 pass_at=_pass_at(items),
-                errors=sum(1 for o in outcomes if o.strategy == name and o.status == ERROR),
+                errors=sum(1 for o in outcomes if o.column == name and o.status == ERROR),
             ))
             for koan, rate in per_koan.items():
                 solved_koans, total = families[family_of[koan]].get(name, (0.0, 0))
@@ -178,10 +178,31 @@ class RunSummary:
         }
 
 
+def columns_in_order(outcomes: list[Outcome], strategies: list[str]) -> list[str]:
+    """Every column (strategy, or strategy:variant) of the outcomes: strategies in the
+    given order, each followed by its variants in the order they first appear."""
+    seen: dict[str, list[str]] = {}
+    for o in outcomes:
+        columns = seen.setdefault(o.strategy, [])
+        if o.column not in columns:
+            columns.append(o.column)
+    names = [s for s in strategies] + sorted(set(seen) - set(strategies))
+    ordered = []
+    for strategy in names:
+        columns = seen.get(strategy, [strategy])
+        ordered += sorted(columns, key=lambda c: (c != strategy, _natural(c)))
+    return ordered
+
+
+def _natural(text: str) -> list:
+    # stage2 before stage10
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
+
+
 def _per_koan_rates(outcomes: list[Outcome]) -> dict[str, dict[str, float]]:
     tally: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
     for o in outcomes:
-        tally[o.strategy][o.koan].append(1 if o.solved else 0)
+        tally[o.column][o.koan].append(1 if o.solved else 0)
     return {s: {k: sum(v) / len(v) for k, v in sorted(koans.items())} for s, koans in tally.items()}
 
 

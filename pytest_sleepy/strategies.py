@@ -40,6 +40,7 @@ class StepView:
     code: str  # the program as it stands (the buggy code at step 1)
     verdict: Verdict  # the verifier's verdict on `code`
     previous_answers: tuple[str, ...] = ()  # raw model answers of earlier steps
+    variant: str = ""  # which configuration of the strategy this item evaluates (see Strategy.variants)
 
 
 class Strategy:
@@ -63,6 +64,25 @@ class Strategy:
         """For routed strategies: the pattern the router chose for this step ("" when
         it chose none, so the base model answers); None for strategies that do not
         route. Recorded in episodes and in the router's confusion table."""
+        return None
+
+    def plan(self, train_koans) -> None:
+        """Called once per process, before collection, with the train split: lets a
+        strategy decide its variants (e.g. one per training stage)."""
+
+    def variants(self) -> list[str]:
+        """The configurations this strategy evaluates, one pytest item each per koan
+        (e.g. the stages of a sequential learner); [""] for a single one."""
+        return [""]
+
+    def stage_of(self, variant: str) -> int | None:
+        """The training stage a variant evaluates (0 = untrained), for continual-learning
+        metrics; None when the strategy has no stages."""
+        return None
+
+    def curriculum(self) -> dict | None:
+        """The stages' pattern groups, `{"order": [...], "groups": {...}}`
+        (pytest_sleepy/continual.py), or None."""
         return None
 
     # Strategies that need trained artifacts (adapters, Share bases) set this and

@@ -15,7 +15,8 @@ from pytest_sleepy.results import read_run_file  # noqa: E402
 
 from conftest import REPO_ROOT  # noqa: E402
 
-STRATEGIES = "baseline,lora,lora_replay,lora_weighted,share_averaged,share_routed"
+STRATEGIES = "baseline,lora,lora_replay,lora_weighted,share_averaged,share_routed,share_sequential"
+COLUMNS = [*STRATEGIES.split(",")[:-1], *(f"share_sequential:stage{i}" for i in range(3))]
 
 
 @pytest.fixture
@@ -51,9 +52,12 @@ def test_every_training_strategy_trains_once_and_then_loads(training_bench):
     assert "training lora: step 2/2" in output  # progress, shown by the controller
     first.stdout.fnmatch_lines([
         "*= pytest-sleepy summary =*",
-        *(f"{name}*4*0*" for name in STRATEGIES.split(",")),
+        *(f"{column} *4*0*" for column in COLUMNS),
         "forgetting matrix: all koans*",
         "router of share_routed: routed pattern against the koan's declared pattern*",
+        "continual learning: share_sequential",
+        "after stage 2 (trait_bounds)*",
+        "BWT *",
     ])
     store = training_bench.path / ".sleepy" / "artifacts"
     artifacts = sorted(p.name for p in store.iterdir() if p.is_dir())
@@ -61,11 +65,12 @@ def test_every_training_strategy_trains_once_and_then_loads(training_bench):
     # Without a baseline run every pattern is targeted and nothing is left to replay, so
     # lora and lora_replay train on the same data and share one adapter; lora_weighted
     # samples by weight (another adapter); one LoRA per train pattern, one Share and one
-    # router serve both Share strategies.
-    assert kinds == {"lora": 2 + 2, "share": 1, "router": 1}
+    # router serve both Share strategies (and share_sequential, whose first stage reuses
+    # the borrow_checker pattern's LoRA).
+    assert kinds == {"lora": 2 + 2, "share": 1, "share_sequential": 1, "router": 1}
 
     second = training_bench.runpytest_subprocess(f"--strategy={STRATEGIES}", "-n", "2", "--sleepy-json=second.json")
-    assert "training " not in second.stdout.str()
+    assert "training lora" not in second.stdout.str() and "Share Phase 1" not in second.stdout.str()
     assert sorted(p.name for p in (training_bench.path / ".sleepy" / "artifacts").iterdir() if p.is_dir()) == artifacts
 
     def outcomes(name):

@@ -17,8 +17,9 @@ guard. Selections (`records(kind)`):
   baseline), sampled in proportion to weight.
 
 Adapter identities, which requests and the completion cache carry, are
-`lora:<key>`, `share:<key>:<pattern>` and `share:<key>:average`: the key is the
-artifact's content address, so a retrained adapter is a new identity.
+`lora:<key>.<build>`, `share:<key>.<build>:<pattern>` and `share:<key>.<build>:average`:
+the artifact's content address and the id of the build that made it, so a retrained
+adapter is a new identity and never gets the old one's cached answers.
 """
 
 from __future__ import annotations
@@ -167,7 +168,7 @@ class TrainingContext:
             return train_lora(self.base_name, records, config, folder, self._progress(label)).metrics()
 
         artifact = self.store.get_or_create("lora", material, build, made_by=strategy.name, retrain=self.retrain)
-        identity = f"lora:{artifact.key[:16]}"
+        identity = f"lora:{_address(artifact)}"
         self.model.register_adapter(identity, artifact.path)
         return identity
 
@@ -217,11 +218,69 @@ class TrainingContext:
         artifact = self.store.get_or_create("share", material, build, made_by=strategy.name, retrain=self.retrain)
         identities = {}
         for pattern in artifact.meta.get("tasks", []):
-            identities[pattern] = f"share:{artifact.key[:16]}:{pattern}"
+            identities[pattern] = f"share:{_address(artifact)}:{pattern}"
             self.model.register_adapter(identities[pattern], artifact.path / "tasks" / pattern)
-        identities["average"] = f"share:{artifact.key[:16]}:average"
+        identities["average"] = f"share:{_address(artifact)}:average"
         self.model.register_adapter(identities["average"], artifact.path / "average")
         return identities
+
+    def share_sequential(self, strategy, groups: Sequence[tuple[str, Sequence[dict]]], share_config,
+                         phase2: TrainConfig) -> list[dict[str, str]]:
+        """Learn pattern groups one stage at a time: stage 1 is Share Phase 1 over the
+        first group's per-pattern LoRAs; every later stage trains each new pattern's
+        coefficients with the basis frozen (Phase 2) and merges it in (Phase 3).
+        Returns, per stage, pattern -> adapter identity of every task learned so far."""
+        from dataclasses import asdict
+
+        from .lora import _load_base, train_parameters
+        from .share import attach_phase2, export_task, merge, phase1, save_share, write_peft_adapter
+
+        first_name, first_records = groups[0]
+        loras = self.per_pattern_loras(strategy, first_records)
+        material = {"kind": "share_sequential", "base_model": self.model.identity, "base_name": self.base_name,
+                    "records": [[name, records_digest(self._trained_on(records))] for name, records in groups],
+                    "hyperparameters": {"share": asdict(share_config), "phase2": phase2.to_dict()},
+                    "seed": share_config.seed, "loras": {p: a.key for p, a in sorted(loras.items())},
+                    "version": training_material("x", base_model="", records=[], hyperparameters={}, seed=0)["version"]}
+
+        def export(share, folder: Path) -> None:
+            for pattern in share.tasks:
+                write_peft_adapter(export_task(share, pattern), folder / pattern, base_model=self.base_name,
+                                   rank=share_config.p, alpha=share_config.p)
+
+        def build(folder: Path) -> dict:
+            self.say(f"{strategy.name}: stage 1 ({first_name}): Share Phase 1 over {len(loras)} pattern adapters")
+            share = phase1({p: read_peft_factors(a.path) for p, a in loras.items()}, share_config)
+            export(share, folder / "stage1")
+            learned = [list(share.tasks)]
+            model, tokenizer = _load_base(self.base_name, phase2)
+            for stage, (name, records) in enumerate(groups[1:], start=2):
+                for pattern in sorted({r["metadata"]["pattern"] for r in records}):
+                    subset = [r for r in records if r["metadata"]["pattern"] == pattern]
+                    label = f"{strategy.name} stage {stage} ({name}) {pattern}"
+                    self.say(f"training {label}: Phase 2, {len(subset)} records, {phase2.steps} steps")
+                    handle = attach_phase2(model, share, pattern, share_config)
+                    try:
+                        train_parameters(model, tokenizer, subset, handle.parameters(), phase2, self._progress(label))
+                        expanded = handle.expanded()
+                    finally:
+                        handle.detach()
+                    share = merge(share, pattern, expanded)  # Phase 3
+                export(share, folder / f"stage{stage}")
+                learned.append(list(share.tasks))
+            save_share(share, folder / "share")
+            return {"stages": learned}
+
+        artifact = self.store.get_or_create("share_sequential", material, build, made_by=strategy.name,
+                                            retrain=self.retrain)
+        stages = []
+        for stage, patterns in enumerate(artifact.meta["stages"], start=1):
+            identities = {}
+            for pattern in patterns:
+                identities[pattern] = f"share:{_address(artifact)}:stage{stage}:{pattern}"
+                self.model.register_adapter(identities[pattern], artifact.path / f"stage{stage}" / pattern)
+            stages.append(identities)
+        return stages
 
     def router(self, strategy):
         """The diagnostics router, trained on the train split's real verdicts."""
@@ -239,6 +298,12 @@ class TrainingContext:
 
         artifact = self.store.get_or_create("router", material, build, made_by=strategy.name, retrain=self.retrain)
         return Router.load(artifact.path / "router.json")
+
+
+def _address(artifact: Artifact) -> str:
+    """An adapter's identity: the artifact's content address plus its build id, so a
+    retrained adapter (--sleepy-retrain) is never served the old one's cached answers."""
+    return f"{artifact.key[:16]}.{str(artifact.meta.get('build', ''))[:8]}"
 
 
 def read_peft_factors(directory: Path) -> dict:

@@ -7,14 +7,22 @@ one of these and its data selection; everything else is shared.
   core-averaged adapter on every step (`routed = False`) or, per step, the adapter of
   the pattern the diagnostics router picks from the candidate's verdict; a verdict
   the router cannot place gets the base model.
+- `SequentialShareStrategy`: continual learning in stages, one family of train
+  patterns per stage (families in alphabetical order): stage 1 is Phase 1 over the
+  first family's per-pattern LoRAs, each later stage Phase 2 then Phase 3 for every
+  new pattern. Every koan is evaluated at stage 0 (the untrained base) and after each
+  stage, routed among the patterns learned so far, so the run has an accuracy matrix
+  R[stage][family] and the report its ACC, BWT, FWT and forgetting.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from ..strategies import StepView, Strategy
 from .share import ShareConfig
 
-__all__ = ["LoraStrategy", "ShareStrategy"]
+__all__ = ["LoraStrategy", "ShareStrategy", "SequentialShareStrategy"]
 
 
 class LoraStrategy(Strategy):
@@ -63,3 +71,55 @@ class ShareStrategy(Strategy):
             return self._adapters["average"]
         pattern = self.route(view)
         return self._adapters.get(pattern) if pattern else None
+
+
+class SequentialShareStrategy(Strategy):
+    needs_training = True
+    share_config = ShareConfig()
+    phase2_lr = 3e-3  # coefficient-only training needs a larger rate than LoRA (SHARE.md)
+    train_overrides: dict = {}
+    _groups: list[tuple[str, list[str]]] = []  # (family, its train patterns), in stage order
+    _stages: list[dict[str, str]] | None = None
+    _router = None
+
+    def plan(self, train_koans) -> None:
+        families: dict[str, set[str]] = {}
+        for koan in train_koans:
+            families.setdefault(koan.family, set()).add(koan.pattern)
+        self._groups = [(family, sorted(patterns)) for family, patterns in sorted(families.items())]
+
+    def variants(self) -> list[str]:
+        return [f"stage{i}" for i in range(len(self._groups) + 1)]
+
+    def stage_of(self, variant: str) -> int | None:
+        return int(variant.removeprefix("stage")) if variant.startswith("stage") else None
+
+    def curriculum(self) -> dict | None:
+        if not self._groups:
+            return None
+        return {"order": [family for family, _ in self._groups],
+                "groups": {family: patterns for family, patterns in self._groups}}
+
+    def train(self, context) -> None:
+        records = context.sft_records(self)
+        groups = [(family, [r for r in records if r["metadata"]["pattern"] in patterns])
+                  for family, patterns in self._groups]
+        groups = [(family, chosen) for family, chosen in groups if chosen]
+        if not groups:
+            raise ValueError(f"{self.name}: no training records in the train split")
+        phase2 = replace(context.config_for(self), lr=self.phase2_lr)
+        self._stages = context.share_sequential(self, groups, self.share_config, phase2)
+        self._router = context.router(self)
+
+    def route(self, view: StepView) -> str | None:
+        return self._router.route(view.verdict).pattern or ""
+
+    def adapter(self, view: StepView) -> str | None:
+        if self._stages is None:
+            raise RuntimeError(f"{self.name}: train() has not run")
+        stage = self.stage_of(view.variant) or 0
+        if stage == 0:
+            return None  # the untrained model: GEM's b
+        learned = self._stages[min(stage, len(self._stages)) - 1]
+        pattern = self.route(view)
+        return learned.get(pattern) if pattern else None

@@ -261,6 +261,17 @@ class SleepyPlugin:
                 write_run_file(path, run)
 
 
+@pytest.fixture(scope="session")
+def sleepy_benchmark(request):
+    """This session's Benchmark with every selected strategy's artifacts trained (or
+    loaded from the artifact store): for a project's own tests of its strategies, e.g.
+    `sleepy_benchmark.strategy("lora")` or `sleepy_benchmark.run(koan, "lora", 0)`."""
+    plugin: SleepyPlugin = request.config.pluginmanager.get_plugin("sleepy-benchmark")
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    plugin.benchmark.train_strategies(reporter.write_line if reporter else print)
+    return plugin.benchmark
+
+
 class _XdistHooks:
     """Hands the controller's run id to every worker, so episodes share one run id."""
 

@@ -295,3 +295,13 @@ def test_a_transformers_model_runs_the_benchmark_end_to_end(bench, tmp_path):
     assert identity.startswith("sha256:") and identity.endswith("?dtype=fp32")
     episodes = [json.loads(line) for line in (bench.path / "episodes.jsonl").read_text().splitlines()]
     assert len(episodes) == 2 and all(0 < e["tokens_out"] <= 8 and e["tokens_in"] > 100 for e in episodes)
+
+
+def test_the_session_fixture_gives_a_projects_own_tests_the_benchmark(bench):
+    bench.makepyfile(test_mine="""
+        def test_uses_the_benchmark(sleepy_benchmark):
+            assert [s.name for s in sleepy_benchmark.strategies] == ["baseline", "hints"]
+            assert sleepy_benchmark.model.identity == "rustfix/MachineApplicable"
+    """)
+    result = bench.runpytest("test_mine.py", "--strategy=baseline,hints")
+    result.assert_outcomes(passed=1)

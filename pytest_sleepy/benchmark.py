@@ -174,6 +174,7 @@ class Benchmark:
         outcome.model_identity = next((a.model_identity for a in reversed(result.attempts) if a.model_identity), "")
         outcome.replayed = sum(1 for a in result.attempts if a.cached)
         outcome.route = result.attempts[0].route if result.attempts else None
+        outcome.adapter = result.attempts[0].request.adapter if result.attempts else None
         return outcome
 
     def episode(self, koan: Koan, strategy: str, sample: int, seed: int, attempt: Attempt) -> dict:

@@ -78,6 +78,9 @@ class Outcome:
     # Routed strategies: the pattern the router chose at the first step ("" = none,
     # the base model answered); None when the strategy does not route.
     route: str | None = None
+    # The adapter the first step used (None: the base model): with a hot-swapped
+    # adapter (lora_feedback) items of one run may use different ones.
+    adapter: str | None = None
 
     @property
     def column(self) -> str:

@@ -202,12 +202,15 @@ class BenchmarkSettings:
     artifacts_dir: Path | None = None
     retrain: bool = False
     train: dict = field(default_factory=dict)  # [tool.sleepy.train], checked where it is used
+    feedback: dict = field(default_factory=dict)  # [tool.sleepy.feedback], checked where it is used
     pyproject: Path | None = None  # where [tool.sleepy] came from, for messages and relative paths
 
     def to_dict(self) -> dict:
         data = {o.key: _plain(getattr(self, o.key.replace("-", "_"))) for o in OPTIONS}
         if self.train:
             data["train"] = self.train
+        if self.feedback:
+            data["feedback"] = self.feedback
         return data
 
 
@@ -233,8 +236,10 @@ def resolve_settings(cli: dict[str, object], pyproject: Path | None, rootdir: Pa
     `[tool.sleepy]` in `pyproject`, then the defaults."""
     table = dict(read_tool_table(pyproject))
     train = table.pop("train", {})
-    if not isinstance(train, dict):
-        raise SettingsError(f"{pyproject}: [tool.sleepy.train] must be a table")
+    feedback = table.pop("feedback", {})
+    for name, value in (("train", train), ("feedback", feedback)):
+        if not isinstance(value, dict):
+            raise SettingsError(f"{pyproject}: [tool.sleepy.{name}] must be a table")
     known = {o.key for o in OPTIONS}
     for key in table:
         if key not in known:
@@ -259,4 +264,5 @@ def resolve_settings(cli: dict[str, object], pyproject: Path | None, rootdir: Pa
         from .training.artifacts import default_artifacts_dir
 
         values["artifacts_dir"] = default_artifacts_dir(rootdir)
-    return BenchmarkSettings(**values, train=train, pyproject=pyproject if train else None)
+    return BenchmarkSettings(**values, train=train, feedback=feedback,
+                             pyproject=pyproject if (train or feedback) else None)

@@ -78,7 +78,7 @@ def test_option_defaults_match_the_settings_defaults():
 def test_every_option_has_a_settings_field():
     fields = {f.name for f in dataclasses.fields(BenchmarkSettings)}
     # Besides the options: the [tool.sleepy.train] table and where it came from.
-    assert {option.key.replace("-", "_") for option in OPTIONS} | {"train", "pyproject"} == fields
+    assert {option.key.replace("-", "_") for option in OPTIONS} | {"train", "feedback", "pyproject"} == fields
 
 
 def test_option_dest_is_the_key_prefixed_with_sleepy():

@@ -42,8 +42,10 @@ class Benchmark:
         strategies_dir: Path,
         run_id: str | None = None,
         unsafe_no_sandbox: bool = False,
+        rootdir: Path = Path("."),
     ):
         self.settings = settings
+        self.rootdir = rootdir
         self.koans_dir = koans_dir
         self.run_id = run_id or new_run_id()
         self.unsafe_no_sandbox = unsafe_no_sandbox
@@ -110,7 +112,7 @@ class Benchmark:
 
         table = dict(self.settings.train)
         where = f"{self.settings.pyproject}: [tool.sleepy.train]"
-        base = self.settings.pyproject.parent if self.settings.pyproject else Path(".")
+        base = self.settings.pyproject.parent if self.settings.pyproject else self.rootdir
         variants = table.pop("variants", None)
         baseline_file = self.settings.baseline or (base / table.pop("baseline") if "baseline" in table else None)
         table.pop("baseline", None)
@@ -118,13 +120,18 @@ class Benchmark:
         if not isinstance(replay_ratio, (int, float)) or isinstance(replay_ratio, bool) or not 0 <= replay_ratio <= 10:
             raise ValueError(f"{where} replay_ratio: expected a number between 0 and 10, got {replay_ratio!r}")
         config = TrainConfig.from_table(table, where)
+        from .feedback import FeedbackConfig
+
+        feedback = FeedbackConfig.from_table(self.settings.feedback, f"{self.settings.pyproject}: [tool.sleepy.feedback]",
+                                             base_dir=base, default_model=self.settings.model,
+                                             artifacts_dir=self.settings.artifacts_dir)
         eval_koans = [k for k in self._all_koans() if k.split == "eval"]
         return TrainingContext(
             model=self.model, store=ArtifactStore(self.settings.artifacts_dir), config=config,
             train_koans=train_koans, eval_koans=eval_koans, verifier=self.verifier,
             baseline_outcomes=read_run_file(baseline_file).outcomes if baseline_file else (),
             variants_file=base / variants if variants else None, replay_ratio=float(replay_ratio),
-            retrain=self.settings.retrain, say=say)
+            retrain=self.settings.retrain, feedback_dir=feedback.dir, say=say)
 
     def _all_koans(self) -> list[Koan]:
         families = load_families(self.koans_dir)

@@ -18,6 +18,14 @@
     sleepy adapters show KEY
     sleepy adapters delete KEY
     sleepy adapters export KEY -o DIR [--name NAME] [--force]
+    sleepy feedback list EPISODES.jsonl [--slow SECONDS]
+    sleepy feedback add EPISODE_ID --episodes EPISODES.jsonl (--critical|--medium|--good) [--note TEXT]
+                        [--fix FILE] [--allow-eval] [--no-train]
+    sleepy feedback status
+    sleepy feedback train
+
+Every `feedback` command but `list` takes `--feedback-dir DIR` (default: [tool.sleepy.feedback]
+dir of ./pyproject.toml, or ./.sleepy/feedback).
 
 Every `adapters` command takes `--artifacts DIR` (the artifact store; default
 $SLEEPY_ARTIFACTS_DIR or ./.sleepy/artifacts); KEY may be the start of a key.
@@ -209,6 +217,39 @@ def _parser() -> argparse.ArgumentParser:
     adapters_export.add_argument("--name", help="the Ollama model name to suggest (default: sleepy-KEY12)")
     adapters_export.add_argument("--force", action="store_true", help="replace an earlier export in DIR")
     adapters_export.set_defaults(run=_adapters_export)
+
+    where = argparse.ArgumentParser(add_help=False)
+    where.add_argument("--feedback-dir", type=Path, default=None, metavar="DIR",
+                       help="the feedback directory (default: [tool.sleepy.feedback] dir, or ./.sleepy/feedback)")
+    feedback = commands.add_parser("feedback", help="mark model answers and train a feedback adapter from them")
+    feedback_commands = feedback.add_subparsers(title="feedback commands")
+    feedback_list = feedback_commands.add_parser("list", help="failed (and slow) attempts of an episode file, "
+                                                 "with the ids `feedback add` takes")
+    feedback_list.add_argument("episodes_file", type=Path, metavar="EPISODES.jsonl")
+    feedback_list.add_argument("--slow", type=float, default=None, metavar="SECONDS",
+                               help="also list attempts whose model took longer than this")
+    feedback_list.set_defaults(run=_feedback_list)
+    feedback_add = feedback_commands.add_parser("add", parents=[common, where],
+                                                help="record a correction of one episode, weighted")
+    feedback_add.add_argument("episode", metavar="EPISODE_ID", help="an id from `sleepy feedback list` (or its start)")
+    feedback_add.add_argument("--episodes", type=Path, required=True, metavar="EPISODES.jsonl")
+    weight = feedback_add.add_mutually_exclusive_group(required=True)
+    for name in ("critical", "medium", "good"):
+        weight.add_argument(f"--{name}", dest="weight_class", action="store_const", const=name,
+                            help=f"weight class {name}")
+    feedback_add.add_argument("--note", default="", metavar="TEXT", help="why (kept in the record)")
+    feedback_add.add_argument("--fix", type=Path, metavar="FILE",
+                              help="your fix (verified in the sandbox first); default: the koan's reference fix")
+    feedback_add.add_argument("--allow-eval", action="store_true",
+                              help="allow eval koans (the record is marked leaks=true)")
+    feedback_add.add_argument("--no-train", action="store_true", help="only record; never start a training")
+    feedback_add.set_defaults(run=_feedback_add)
+    feedback_status = feedback_commands.add_parser("status", parents=[where],
+                                                   help="the buffer and the last training")
+    feedback_status.set_defaults(run=_feedback_status)
+    feedback_train = feedback_commands.add_parser("train", parents=[where],
+                                                  help="start a training on the buffer now, in the background")
+    feedback_train.set_defaults(run=_feedback_train)
     return parser
 
 
@@ -537,6 +578,124 @@ def _adapters_export(args) -> int:
           "knows (or a local weights directory): if that is a Hugging Face name, edit FROM to the Ollama name of "
           "the same weights (e.g. qwen2.5-coder:1.5b-instruct). The adapter only fits exactly that base.")
     print(f"\nollama create {shlex.quote(name)} -f {shlex.quote(str(modelfile))}\nollama run {shlex.quote(name)}")
+    return 0
+
+
+# -- sleepy feedback ------------------------------------------------------------------
+
+def _feedback_config(args):
+    """[tool.sleepy.feedback] of ./pyproject.toml (when there is one), with --feedback-dir."""
+    from .feedback import FeedbackConfig
+    from .settings import read_tool_table
+
+    pyproject = Path("pyproject.toml")
+    table = read_tool_table(pyproject)
+    section = table.get("feedback", {})
+    artifacts = table.get("artifacts-dir")
+    config = FeedbackConfig.from_table(section, f"{pyproject}: [tool.sleepy.feedback]", base_dir=Path("."),
+                                       default_model=table.get("model"),
+                                       artifacts_dir=Path(artifacts) if isinstance(artifacts, str) else None)
+    if getattr(args, "feedback_dir", None) is not None:
+        from dataclasses import replace
+
+        config = replace(config, dir=args.feedback_dir)
+    return config
+
+
+def _feedback_list(args) -> int:
+    from .feedback import list_episodes
+
+    if args.slow is not None and args.slow < 0:
+        raise UsageError(f"--slow={args.slow}: must be a number of seconds, at least 0")
+    listed = list_episodes(read_episodes(args.episodes_file), slow_seconds=args.slow)
+    if not listed:
+        print(f"no failed{' or slow' if args.slow is not None else ''} attempts in {args.episodes_file}")
+        return 0
+    rows = [(item.id, item.episode.get("koan"), item.episode.get("strategy"), item.episode.get("step"),
+             ("" if item.failed else "slow: ") + item.reason[:70],
+             f"{float(item.episode.get('model_seconds') or 0):.2f}") for item in listed]
+    print(tabulate(rows, headers=["id", "koan", "strategy", "step", "verdict / model error", "model s"],
+                   disable_numparse=True))
+    failed = sum(1 for item in listed if item.failed)
+    print(f"\n{failed} failed, {sum(1 for item in listed if item.slow)} slow; mark one with "
+          f"`sleepy feedback add ID --episodes {args.episodes_file} --critical|--medium|--good`")
+    return 0
+
+
+def _feedback_add(args) -> int:
+    from .feedback import FeedbackBuffer, add_feedback, correction_record, find_episode
+
+    config = _feedback_config(args)
+    episode = find_episode(read_episodes(args.episodes), args.episode)
+    corpus = load_corpus(args.koans)
+    koan = next((k for k in corpus if k.id == episode.get("koan")), None)
+    if koan is None:
+        raise UsageError(f"episode {args.episode}: koan {episode.get('koan')!r} is not in {args.koans} (pass --koans DIR)")
+    fix = None
+    if args.fix is not None:
+        try:
+            fix = args.fix.read_text(encoding="utf-8")
+        except OSError as error:
+            raise UsageError(f"cannot read the fix {args.fix}: {error.strerror}") from None
+    record = correction_record(episode, koan, weight_class=args.weight_class, fix_code=fix, note=args.note,
+                               verifier=_verifier(args) if fix is not None else None,
+                               guard=LeakageGuard(_split(corpus, "eval")), allow_eval=args.allow_eval,
+                               weights=config.weights)
+    buffer = FeedbackBuffer(config.dir, config.buffer_size)
+    result = add_feedback(buffer, record, config, start=not args.no_train)
+    meta = record["metadata"]
+    print(f"recorded feedback on episode {meta['episode']} ({koan.id}, {meta['weight_class']} {meta['weight']:g}x, "
+          f"{meta['fix']} fix{', LEAKS' if meta['leaks'] else ''}) in {config.dir}")
+    print(f"buffer {result.size}/{result.capacity}; {result.pending} pending of threshold {config.threshold}")
+    if result.started:
+        print(f"training started in the background (pid {result.pid}); see `sleepy feedback status`")
+    elif result.crossed:
+        print(f"no training started: {result.why_not}")
+    return 0
+
+
+def _feedback_status(args) -> int:
+    from .feedback import FeedbackBuffer, latest_adapter, training_state
+
+    config = _feedback_config(args)
+    status = FeedbackBuffer(config.dir, config.buffer_size).status()
+    classes = ", ".join(f"{status.classes.get(c, 0)} {c}" for c in config.weights)
+    print(f"feedback in {config.dir}")
+    print(f"buffer: {status.size}/{status.capacity} records ({classes}; total weight {status.weight:g}), "
+          f"{status.total} added in all")
+    print(f"pending: {status.pending} of threshold {config.threshold}")
+    state = training_state(config.dir)
+    if state is None:
+        print("training: none yet")
+    else:
+        line = f"training {state.get('run')}: {state.get('status')}"
+        if state.get("pid"):
+            line += f" (pid {state['pid']})"
+        line += f", started {state.get('started')}, {state.get('records')} records"
+        print(line)
+        if state.get("status") in ("running", "done") and state.get("step"):
+            loss = state.get("loss")
+            eta = state.get("eta_seconds")
+            print(f"  step {state['step']}/{state.get('steps')}"
+                  + (f", loss {loss:.4f}" if isinstance(loss, (int, float)) else "")
+                  + (f", ETA {eta:.0f} s" if isinstance(eta, (int, float)) and state.get("status") == "running" else ""))
+        if state.get("status") == "done" and state.get("adapter"):
+            adapter = state["adapter"]
+            print(f"  adapter {adapter['identity']} at {adapter['path']} (finished {state.get('finished')})")
+        if state.get("status") == "failed":
+            print(f"  error: {state.get('error')}")
+        print(f"  log: {state.get('log')}")
+    latest = latest_adapter(config.dir)
+    print(f"latest adapter: {latest.identity} ({latest.path})" if latest else "latest adapter: none")
+    return 0
+
+
+def _feedback_train(args) -> int:
+    from .feedback import FeedbackBuffer, start_training
+
+    config = _feedback_config(args)
+    pid = start_training(FeedbackBuffer(config.dir, config.buffer_size), config)
+    print(f"training started in the background (pid {pid}); see `sleepy feedback status`")
     return 0
 
 

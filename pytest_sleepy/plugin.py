@@ -108,7 +108,7 @@ class SleepyPlugin:
             try:
                 self._benchmark = Benchmark(
                     self.settings, koans_dir=self.koans_dir, strategies_dir=self.strategies_dir, run_id=self.run_id,
-                    unsafe_no_sandbox=self.config.getoption("sleepy_unsafe_no_sandbox"))
+                    unsafe_no_sandbox=self.config.getoption("sleepy_unsafe_no_sandbox"), rootdir=Path(self.config.rootpath))
             except (StrategyError, ValueError) as error:
                 raise pytest.UsageError(str(error)) from None
         return self._benchmark

@@ -47,7 +47,7 @@ class TrainingContext:
     def __init__(self, *, model, store: ArtifactStore, config: TrainConfig, train_koans: Sequence[Koan],
                  eval_koans: Sequence[Koan], verifier: Verifier, baseline_outcomes: Sequence[Outcome] = (),
                  variants_file: Path | None = None, replay_ratio: float = 0.5, retrain: bool = False,
-                 say: Say = lambda line: None):
+                 feedback_dir: Path | None = None, say: Say = lambda line: None):
         if not hasattr(model, "register_adapter"):
             raise ValueError(f"--model={model.spec.text}: training strategies need a model whose adapters can be "
                              "applied; use an hf: model (e.g. --model=hf:Qwen/Qwen2.5-Coder-1.5B-Instruct)")
@@ -64,6 +64,7 @@ class TrainingContext:
         self.variants_file = variants_file
         self.replay_ratio = replay_ratio
         self.retrain = retrain
+        self.feedback_dir = feedback_dir
         self.say = say
         self._records: dict[str, list[dict]] = {}  # strategy name -> its SFT records
 

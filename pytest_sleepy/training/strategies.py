@@ -13,6 +13,9 @@ one of these and its data selection; everything else is shared.
   new pattern. Every koan is evaluated at stage 0 (the untrained base) and after each
   stage, routed among the patterns learned so far, so the run has an accuracy matrix
   R[stage][family] and the report its ACC, BWT, FWT and forgetting.
+- `FeedbackStrategy`: the newest adapter trained from people's corrections
+  (`sleepy feedback`), looked up again at the first step of every item, so an adapter
+  that finishes training mid-run is hot-swapped in without reloading the base model.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from dataclasses import replace
 from ..strategies import StepView, Strategy
 from .share import ShareConfig
 
-__all__ = ["LoraStrategy", "ShareStrategy", "SequentialShareStrategy"]
+__all__ = ["LoraStrategy", "ShareStrategy", "SequentialShareStrategy", "FeedbackStrategy"]
 
 
 class LoraStrategy(Strategy):
@@ -123,3 +126,36 @@ class SequentialShareStrategy(Strategy):
         learned = self._stages[min(stage, len(self._stages)) - 1]
         pattern = self.route(view)
         return learned.get(pattern) if pattern else None
+
+
+class FeedbackStrategy(Strategy):
+    # It trains nothing in the session (the feedback loop trains in the background);
+    # it needs the training context for the model and the feedback folder.
+    needs_training = True
+    _context = None
+    _current: str | None = None
+
+    def train(self, context) -> None:
+        from ..feedback import latest_adapter
+
+        latest = latest_adapter(context.feedback_dir)
+        if latest is None:
+            raise ValueError(f"{self.name}: no feedback adapter in {context.feedback_dir} yet; record corrections "
+                             "with `sleepy feedback add` (training starts at the threshold) or start it with "
+                             "`sleepy feedback train`, and wait for `sleepy feedback status` to say done")
+        if latest.base_model and latest.base_model != context.model.identity:
+            raise ValueError(f"{self.name}: the newest feedback adapter was trained on {latest.base_name or latest.base_model}, "
+                             f"not on --model={context.model.spec.text}")
+        self._context = context
+
+    def adapter(self, view: StepView) -> str | None:
+        from ..feedback import latest_adapter
+
+        if self._context is None:
+            raise RuntimeError(f"{self.name}: train() has not run")
+        if view.step == 1 or self._current is None:
+            latest = latest_adapter(self._context.feedback_dir)
+            if latest is not None and latest.identity != self._current:
+                self._context.model.register_adapter(latest.identity, latest.path)
+                self._current = latest.identity
+        return self._current

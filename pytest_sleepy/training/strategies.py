@@ -23,7 +23,6 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ..strategies import StepView, Strategy
-from .share import ShareConfig
 
 __all__ = ["LoraStrategy", "ShareStrategy", "SequentialShareStrategy", "FeedbackStrategy"]
 
@@ -46,10 +45,17 @@ class LoraStrategy(Strategy):
         return self._adapter
 
 
+def _share_config(overrides: dict):
+    # Imported here: share.py needs torch, and loading a strategies folder must not.
+    from .share import ShareConfig
+
+    return ShareConfig(**overrides)
+
+
 class ShareStrategy(Strategy):
     needs_training = True
     routed = False
-    share_config = ShareConfig()
+    share_config: dict = {}  # ShareConfig fields that differ from its defaults
     train_overrides: dict = {}
     _adapters: dict[str, str] | None = None
     _router = None
@@ -58,7 +64,7 @@ class ShareStrategy(Strategy):
         records = context.records(self, "targeted")
         if not records:
             raise ValueError(f"{self.name}: no training records ({context.targeting})")
-        self._adapters = context.share(self, records, self.share_config)
+        self._adapters = context.share(self, records, _share_config(self.share_config))
         if self.routed:
             self._router = context.router(self)
 
@@ -78,7 +84,7 @@ class ShareStrategy(Strategy):
 
 class SequentialShareStrategy(Strategy):
     needs_training = True
-    share_config = ShareConfig()
+    share_config: dict = {}  # ShareConfig fields that differ from its defaults
     phase2_lr = 3e-3  # coefficient-only training needs a larger rate than LoRA (SHARE.md)
     train_overrides: dict = {}
     _groups: list[tuple[str, list[str]]] = []  # (family, its train patterns), in stage order
@@ -111,7 +117,7 @@ class SequentialShareStrategy(Strategy):
         if not groups:
             raise ValueError(f"{self.name}: no training records in the train split")
         phase2 = replace(context.config_for(self), lr=self.phase2_lr)
-        self._stages = context.share_sequential(self, groups, self.share_config, phase2)
+        self._stages = context.share_sequential(self, groups, _share_config(self.share_config), phase2)
         self._router = context.router(self)
 
     def route(self, view: StepView) -> str | None:

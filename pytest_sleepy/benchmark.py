@@ -105,24 +105,30 @@ class Benchmark:
         self._prepare(say)
 
     def training_context(self, train_koans: list[Koan], say):
+        """The training context of [tool.sleepy.train] (TrainConfig keys plus `variants`,
+        `baseline` and `replay_ratio`) and [tool.sleepy.feedback]."""
+        from .feedback import FeedbackConfig
         from .results import read_run_file
         from .training.artifacts import ArtifactStore
         from .training.context import TrainingContext
         from .training.lora import TrainConfig
 
         table = dict(self.settings.train)
-        where = f"{self.settings.pyproject}: [tool.sleepy.train]"
+        source = self.settings.pyproject or "pyproject.toml"
+        where = f"{source}: [tool.sleepy.train]"
         base = self.settings.pyproject.parent if self.settings.pyproject else self.rootdir
-        variants = table.pop("variants", None)
-        baseline_file = self.settings.baseline or (base / table.pop("baseline") if "baseline" in table else None)
-        table.pop("baseline", None)
+        paths = {}
+        for key in ("variants", "baseline"):
+            value = table.pop(key, None)
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise ValueError(f"{where} {key}: expected a path (a string), got {value!r}")
+            paths[key] = base / value if value else None
+        variants, baseline_file = paths["variants"], self.settings.baseline or paths["baseline"]
         replay_ratio = table.pop("replay_ratio", table.pop("replay-ratio", 0.5))
         if not isinstance(replay_ratio, (int, float)) or isinstance(replay_ratio, bool) or not 0 <= replay_ratio <= 10:
             raise ValueError(f"{where} replay_ratio: expected a number between 0 and 10, got {replay_ratio!r}")
         config = TrainConfig.from_table(table, where)
-        from .feedback import FeedbackConfig
-
-        feedback = FeedbackConfig.from_table(self.settings.feedback, f"{self.settings.pyproject}: [tool.sleepy.feedback]",
+        feedback = FeedbackConfig.from_table(self.settings.feedback, f"{source}: [tool.sleepy.feedback]",
                                              base_dir=base, default_model=self.settings.model,
                                              artifacts_dir=self.settings.artifacts_dir)
         eval_koans = [k for k in self._all_koans() if k.split == "eval"]
@@ -130,7 +136,7 @@ class Benchmark:
             model=self.model, store=ArtifactStore(self.settings.artifacts_dir), config=config,
             train_koans=train_koans, eval_koans=eval_koans, verifier=self.verifier,
             baseline_outcomes=read_run_file(baseline_file).outcomes if baseline_file else (),
-            variants_file=base / variants if variants else None, replay_ratio=float(replay_ratio),
+            variants_file=variants, replay_ratio=float(replay_ratio),
             retrain=self.settings.retrain, feedback_dir=feedback.dir, say=say)
 
     def _all_koans(self) -> list[Koan]:

@@ -146,9 +146,8 @@ class SleepyPlugin:
             say = reporter.write_line if reporter else print
             try:
                 self.benchmark.train_strategies(say)
-            except ValueError as error:
+            except (ValueError, *INFRASTRUCTURE) as error:
                 raise pytest.UsageError(f"pytest-sleepy: {error}") from None
-
 
     # -- outcomes and the summary (controller only) ---------------------------------
 

@@ -85,3 +85,11 @@ def test_a_training_strategy_with_a_model_that_takes_no_adapters_is_a_usage_erro
     result = bench.runpytest("--strategy=lora")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*training strategies need a model whose adapters can be applied; use an hf: model*"])
+
+
+def test_a_bad_training_setting_is_a_usage_error_naming_the_key(bench):
+    path = bench.path / "pyproject.toml"
+    path.write_text(path.read_text() + "\n[tool.sleepy.train]\nranks = 4\n")
+    result = bench.runpytest("--strategy=lora")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*[[]tool.sleepy.train[]]: unknown key 'ranks'*"])

@@ -86,7 +86,8 @@ def repair(
     code, verdict, answers = koan.buggy, initial, []
     steps = strategy.max_steps or max_steps
     for step in range(1, steps + 1):
-        view = StepView(step=step, code=code, verdict=verdict, previous_answers=tuple(answers), variant=variant)
+        view = StepView(step=step, code=code, verdict=verdict, previous_answers=tuple(answers), variant=variant,
+                        original=koan.buggy)
         request = CompletionRequest(messages=strategy.messages(view), settings=settings,
                                     adapter=strategy.adapter(view), code=code,
                                     diagnostics=tuple(verdict.diagnostics))

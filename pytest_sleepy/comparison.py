@@ -35,7 +35,7 @@ from .stats import exact_mcnemar, fisher_drop
 
 __all__ = [
     "KoanState", "KoanChange", "Reference", "Mismatch", "BaselineComparison", "ForgettingMatrix",
-    "GateResult", "evaluate_gate", "koan_states", "forgetting_matrix", "GAIN", "LOSS", "KEPT_PASS",
+    "GateResult", "evaluate_gate", "koan_states", "forgetting_matrix", "baseline_columns", "GAIN", "LOSS", "KEPT_PASS",
     "KEPT_FAIL", "NOT_COMPARED",
 ]
 
@@ -128,7 +128,7 @@ class BaselineComparison:
               alpha: float = 0.05) -> "BaselineComparison":
         before_states = koan_states(baseline.outcomes)
         after_states = koan_states(outcomes)
-        references = [reference_for(s, list(before_states)) for s in strategies]
+        references = [reference_for(s, baseline_columns(baseline)) for s in strategies]
         changes = []
         for ref in references:
             before = before_states.get(ref.baseline_strategy, {})
@@ -152,6 +152,15 @@ class BaselineComparison:
             if c.koan == koan and c.strategy == strategy:
                 return c.before
         return None
+
+
+def baseline_columns(baseline: RunFile) -> list[str]:
+    """The baseline's columns in its own strategy order (the run file's outcomes are
+    sorted by name, which is not the order the user gave)."""
+    order = [s["name"] for s in baseline.provenance.get("strategies", []) if isinstance(s, dict) and "name" in s]
+    columns = list(dict.fromkeys(o.column for o in baseline.outcomes))
+    ranked = [c for name in order for c in columns if c == name or c.startswith(f"{name}:")]
+    return ranked + [c for c in columns if c not in ranked]
 
 
 def reference_for(strategy: str, baseline_strategies: list[str]) -> Reference:
@@ -183,6 +192,10 @@ def provenance_mismatches(baseline: RunFile, outcomes: list[Outcome], provenance
     changed = sorted(k for k in after if k in before and before[k] != after[k])
     if changed:
         rows.append(Mismatch("koan contents", f"{len(changed)} koan(s) differ", ", ".join(changed)))
+    missing = sorted(set(before) - set(after))
+    if missing:
+        # Deleted, deselected or broken since: they silently leave every comparison.
+        rows.append(Mismatch("koans not in this run", ", ".join(missing), f"{len(missing)} missing"))
     return rows
 
 
@@ -268,10 +281,10 @@ def forgetting_matrix(outcomes: list[Outcome], order: list[str], comparison: Bas
     columns += sorted(set(after) - set(columns))
     if comparison is not None:
         before_all = koan_states(comparison.baseline.outcomes)
-        reference = reference_for(order[0] if order else "baseline", list(before_all)).baseline_strategy
+        known = baseline_columns(comparison.baseline)
+        reference = reference_for(order[0] if order else "baseline", known).baseline_strategy
         label = f"baseline run: {reference}"
-        before_of = {c: before_all.get(reference_for(c.split(":")[0], list(before_all)).baseline_strategy, {})
-                     for c in columns}
+        before_of = {c: before_all.get(reference_for(c, known).baseline_strategy, {}) for c in columns}
         reference_states = before_all.get(reference, {})
     else:
         if not columns:

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from .benchmark import Benchmark, new_run_id
-from .comparison import KoanState, koan_states, reference_for
+from .comparison import KoanState, baseline_columns, koan_states, reference_for
 from .koans import Koan, KoanFileError
 from .models import ModelUnavailable
 from .report import RunReport, build_report, render, report_dict
@@ -94,6 +94,9 @@ class SleepyPlugin:
                 self.baseline = read_run_file(self.settings.baseline)
             except RunFileError as error:
                 raise pytest.UsageError(f"--sleepy-baseline: {error}") from None
+            if self.baseline.provenance.get("complete") is False:
+                raise pytest.UsageError(f"--sleepy-baseline: {self.settings.baseline} is from a session that stopped "
+                                        "early; it judged only some koans and cannot serve as a baseline")
             self.baseline_states = koan_states(self.baseline.outcomes)
         # A wrong --strategy or --model is a usage error now, not one error per item;
         # without a strategies folder nothing is checked until a koan is collected.
@@ -157,7 +160,9 @@ class SleepyPlugin:
         outcome = next((value for key, value in report.user_properties if key == OUTCOME_KEY), None)
         # user_properties ride on every phase's report; the call phase is the one.
         if outcome is not None and report.when == "call":
-            self.outcomes.append(Outcome.from_dict(outcome))
+            record = Outcome.from_dict(outcome)
+            # A rerun plugin reports an item twice: the last report stands.
+            self.outcomes = [o for o in self.outcomes if _item_key(o) != _item_key(record)] + [record]
         elif report.failed and outcome is None:
             self.other_failures += 1
 
@@ -168,7 +173,7 @@ class SleepyPlugin:
         ("" when it is)."""
         if self.baseline is None:
             return None, ""
-        ref = reference_for(strategy, list(self.baseline_states))
+        ref = reference_for(strategy, baseline_columns(self.baseline))
         state = self.baseline_states.get(ref.baseline_strategy, {}).get(koan.id)
         if state is None:
             return None, "new since the baseline: not compared"
@@ -191,7 +196,7 @@ class SleepyPlugin:
     def failure_text(self, item: "KoanItem", outcome: Outcome) -> str:
         if outcome.status == ERROR:
             return f"{item.name}: ERROR (not counted): {outcome.reason}"
-        state, not_comparable = self.reference(item.koan, item.strategy)
+        state, not_comparable = self.reference(item.koan, item.column)
         if state is not None and not not_comparable and state.passed:
             if state.total == 1 and self.settings.samples == 1:
                 return (f"REGRESSION: {item.koan.id} solved by baseline (run {self.baseline.run_id}), "
@@ -217,8 +222,7 @@ class SleepyPlugin:
         return self._provenance
 
     def sorted_outcomes(self) -> list[Outcome]:
-        order = {(o.strategy, o.variant, o.koan, o.sample): o for o in self.outcomes}
-        return [order[key] for key in sorted(order)]
+        return sorted(self.outcomes, key=_item_key)
 
     def pytest_terminal_summary(self, terminalreporter):
         if self.worker or not self.outcomes:
@@ -230,11 +234,17 @@ class SleepyPlugin:
             calls = sum(o.steps for o in self.outcomes)
             terminalreporter.write_line(f"{replayed} of {calls} model answers were replayed from "
                                         f"{self.benchmark.completions.directory} (model times are as recorded)")
+        if self.settings.split != "eval":
+            terminalreporter.write_line("note: train koans are training material (few-shot examples, adapters): pass "
+                                        "rates on them measure recall of seen programs, not repair of new ones")
         if self.settings.temperature == 0 and self.settings.samples > 1:
             terminalreporter.write_line("note: greedy decoding (temperature 0) makes samples of one koan identical "
                                         "for a deterministic model; set --sleepy-temperature to vary them")
+        if getattr(self, "stopped_early", False):
+            terminalreporter.write_line("the session stopped early: the gate did not judge it, the run file is "
+                                        "marked incomplete and no baseline was saved")
         for path in (self.settings.json, self.settings.save_baseline):
-            if path:
+            if path and not (getattr(self, "stopped_early", False) and path == self.settings.save_baseline):
                 terminalreporter.write_line(f"run file: {path}")
 
     @pytest.hookimpl(trylast=True)
@@ -242,7 +252,10 @@ class SleepyPlugin:
         if self.worker or not self.outcomes:
             return
         report = self.report()
-        if report.gate is not None:
+        # A session cut short (-x, --maxfail, an outage, Ctrl-C) judged only some koans:
+        # the gate must not pass it, and it must not become anyone's baseline.
+        stopped = bool(session.shouldfail or session.shouldstop) or session.exitstatus == pytest.ExitCode.INTERRUPTED
+        if report.gate is not None and not stopped:
             # With a gate, the gate decides: failures it forgives (regressions judged
             # not significant, koans below no floor) do not fail the session, and a
             # floor missed fails it even when every item passed.
@@ -250,11 +263,17 @@ class SleepyPlugin:
                 session.exitstatus = pytest.ExitCode.TESTS_FAILED
             elif session.exitstatus == pytest.ExitCode.TESTS_FAILED and self.other_failures == 0:
                 session.exitstatus = pytest.ExitCode.OK
+        elif report.gate is not None and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        self.stopped_early = stopped
         paths = [p for p in (self.settings.json, self.settings.save_baseline) if p]
+        if stopped and self.settings.save_baseline:
+            paths.remove(self.settings.save_baseline)
         if paths:
             data = report_dict(report)
             aggregates = {**data.pop("summary"), **data}
-            run = RunFile(run_id=self.run_id, provenance=self.provenance(), outcomes=self.sorted_outcomes(),
+            provenance = {**self.provenance(), "complete": not stopped}
+            run = RunFile(run_id=self.run_id, provenance=provenance, outcomes=self.sorted_outcomes(),
                           aggregates=aggregates)
             for path in paths:
                 write_run_file(path, run)
@@ -269,6 +288,10 @@ def sleepy_benchmark(request):
     reporter = request.config.pluginmanager.get_plugin("terminalreporter")
     plugin.benchmark.train_strategies(reporter.write_line if reporter else print)
     return plugin.benchmark
+
+
+def _item_key(outcome: Outcome) -> tuple:
+    return outcome.strategy, outcome.variant, outcome.koan, outcome.sample
 
 
 class _XdistHooks:
@@ -300,7 +323,7 @@ class KoanFile(pytest.File):
                     item.add_marker(_registered(self.config, marker))
                 if koan.flagged:
                     item.add_marker(pytest.mark.skip(reason=f"flagged koan: {koan.flagged}"))
-                elif (expected := plugin.baseline_xfail(koan, strategy.name)) is not None:
+                elif (expected := plugin.baseline_xfail(koan, item.column)) is not None:
                     item.add_marker(expected)
                 yield item
 
@@ -326,6 +349,11 @@ class KoanItem(pytest.Item):
     def __init__(self, *, koan: Koan, strategy: str, sample: int, variant: str = "", **kwargs):
         super().__init__(**kwargs)
         self.koan, self.strategy, self.sample, self.variant = koan, strategy, sample, variant
+
+    @property
+    def column(self) -> str:
+        """The strategy, or strategy:variant, as in outcomes and the forgetting matrix."""
+        return f"{self.strategy}:{self.variant}" if self.variant else self.strategy
 
     def runtest(self):
         plugin: SleepyPlugin = self.config.pluginmanager.get_plugin("sleepy-benchmark")

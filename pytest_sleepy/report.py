@@ -49,7 +49,7 @@ def build_report(outcomes: list[Outcome], provenance: dict, *, strategies: list[
     result = None
     if gate is not None and (baseline is not None or fail_under is not None):
         result = evaluate_gate(outcomes, comparison, gate=gate, alpha=alpha, fail_under=fail_under,
-                               rates={s.strategy: s.rate for s in summary.strategies})
+                               rates={s.strategy: s.rate for s in summary.strategies if s.koans})
     continual = []
     curriculum = Curriculum.from_provenance(provenance)
     if curriculum is not None:

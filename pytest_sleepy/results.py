@@ -162,14 +162,16 @@ class RunSummary:
                 solved_koans, total = families[family_of[koan]].get(name, (0.0, 0))
                 families[family_of[koan]][name] = (solved_koans + rate, total + 1)
         comparisons = []
-        if names:
-            reference = rates.get(names[0], {})
-            for name in names[1:]:
+        reference_name = next((n for n in names if rates.get(n)), None)
+        if reference_name is not None:
+            reference = rates[reference_name]
+            for name in names[names.index(reference_name) + 1:]:
                 other = rates.get(name, {})
                 shared = sorted(set(reference) & set(other))
                 gains = [k for k in shared if other[k] > reference[k]]
                 losses = [k for k in shared if other[k] < reference[k]]
-                comparisons.append(Comparison(name, names[0], gains, losses, exact_mcnemar(len(gains), len(losses))))
+                comparisons.append(Comparison(name, reference_name, gains, losses,
+                                              exact_mcnemar(len(gains), len(losses))))
         return cls(summaries, dict(sorted(families.items())), comparisons, [o for o in outcomes if o.status == ERROR])
 
     def to_dict(self) -> dict:
@@ -189,10 +191,12 @@ def columns_in_order(outcomes: list[Outcome], strategies: list[str]) -> list[str
         columns = seen.setdefault(o.strategy, [])
         if o.column not in columns:
             columns.append(o.column)
-    names = [s for s in strategies] + sorted(set(seen) - set(strategies))
+    # A strategy with no outcomes (deselected, say) gets no column: an empty row would
+    # read as a 0 % pass rate and an empty reference for every comparison.
+    names = [s for s in strategies if s in seen] + sorted(set(seen) - set(strategies))
     ordered = []
     for strategy in names:
-        columns = seen.get(strategy, [strategy])
+        columns = seen[strategy]
         ordered += sorted(columns, key=lambda c: (c != strategy, _natural(c)))
     return ordered
 

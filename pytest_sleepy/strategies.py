@@ -41,6 +41,7 @@ class StepView:
     verdict: Verdict  # the verifier's verdict on `code`
     previous_answers: tuple[str, ...] = ()  # raw model answers of earlier steps
     variant: str = ""  # which configuration of the strategy this item evaluates (see Strategy.variants)
+    original: str = ""  # the koan's buggy code as step 1 showed it (lets a strategy skip the koan itself)
 
 
 class Strategy:

@@ -129,15 +129,16 @@ class Hints(Strategy):
         verdict = view.verdict
         tests_failed = verdict.compiled and not verdict.passed
         return repair_messages(view.code, verdict, hints=hints_for(verdict.diagnostics, tests_failed),
-                               examples=self._examples(verdict))
+                               examples=self._examples(verdict, view.original))
 
-    def _examples(self, verdict) -> list[FewShotExample]:
+    def _examples(self, verdict, original: str = "") -> list[FewShotExample]:
         codes = set(verdict.error_codes) or ({"test"} if verdict.compiled else set())
         first = next((d.message for d in verdict.diagnostics if d.is_error), verdict.reason)
         scored = []
         for koan in self._train:
             shared = codes & set(koan.expect)
-            if not shared:
+            # A train koan under evaluation (--sleepy-split=train) must not be shown its own fix.
+            if not shared or koan.buggy == original:
                 continue
             message, feedback = self._example_feedback(koan)
             scored.append((-len(shared), -_overlap(first, message), len(koan.buggy), koan.id, koan, feedback))

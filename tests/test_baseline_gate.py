@@ -167,3 +167,19 @@ def test_with_samples_a_drop_that_is_not_significant_is_no_regression(bench):
         "*not repaired in this sample (the baseline solved bc_001 in 2/2 samples; the gate judges the koan's rate)*",
         "*ok: baseline: 0 regression(s), 0 gain(s)*",
     ])
+
+
+def test_a_session_stopped_early_neither_passes_the_gate_nor_saves_a_baseline(bench):
+    result = bench.runpytest(*ONE_STEP, "-x", "--sleepy-fail-under=0.01", "--sleepy-save-baseline=base.json",
+                             "--sleepy-json=run.json")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["*the session stopped early: the gate did not judge it*"])
+    assert not (bench.path / "base.json").exists()
+    assert read_run_file(bench.path / "run.json").provenance["complete"] is False
+
+
+def test_an_incomplete_run_file_is_refused_as_a_baseline(bench):
+    bench.runpytest(*ONE_STEP, "-x", "--sleepy-json=partial.json")
+    result = bench.runpytest(*ONE_STEP, "--sleepy-baseline=partial.json")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*is from a session that stopped early*"])

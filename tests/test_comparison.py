@@ -106,3 +106,23 @@ def test_the_matrix_survives_json():
     items = [outcome("a", True), outcome("a", False, "hints")]
     matrix = forgetting_matrix(items, ["baseline", "hints"])
     assert type(matrix).from_dict(matrix.to_dict()) == matrix
+
+
+def test_a_variant_column_is_compared_with_the_same_column_of_the_baseline():
+    before = [outcome("a", True, "seq", variant="stage1"), outcome("a", False, "seq", variant="stage0")]
+    after = [outcome("a", True, "seq", variant="stage1"), outcome("a", False, "seq", variant="stage0")]
+    c = BaselineComparison.build(run(*before), after, {}, ["seq:stage0", "seq:stage1"])
+    matrix = forgetting_matrix(after, ["seq"], c)
+    assert matrix.cell("a", "seq:stage1") == KEPT_PASS and matrix.cell("a", "seq:stage0") == KEPT_FAIL
+
+
+def test_the_fallback_reference_is_the_baselines_first_strategy_in_its_own_order():
+    baseline = RunFile("b", {"strategies": [{"name": "lora"}, {"name": "hints"}]},
+                       [outcome("a", True, "hints"), outcome("a", False, "lora")], {})
+    c = BaselineComparison.build(baseline, [outcome("a", True, "share")], {}, ["share"])
+    assert c.references[0].baseline_strategy == "lora"
+
+
+def test_koans_missing_from_this_run_are_reported():
+    c = comparison([outcome("a", True), outcome("b", True)], [outcome("a", True)])
+    assert any(m.what == "koans not in this run" and m.baseline == "b" for m in c.mismatches)

@@ -208,3 +208,13 @@ def test_concurrent_workers_never_read_a_torn_entry(tmp_path):
         results = pool.starmap(_hammer, [(str(tmp_path), n) for n in range(4)])
     assert {text for seen in results for text in seen} <= {f" from {n}" for n in range(4)}
     assert not list(tmp_path.rglob(".tmp-*"))
+
+
+def test_model_settings_that_change_answers_are_part_of_the_key():
+    plain, bolder = load_model("rustfix"), load_model("rustfix?applicability=maybe-incorrect")
+    assert CompletionCache.key(plain, request()) != CompletionCache.key(bolder, request())
+
+
+def test_transport_settings_are_not_part_of_the_key():
+    fast, patient = load_model("ollama:q?timeout=5"), load_model("ollama:q?timeout=600&retries=9")
+    assert CompletionCache.key(fast, request()) == CompletionCache.key(patient, request())

@@ -398,3 +398,12 @@ def test_run_file_with_a_malformed_outcome_names_the_outcomes_field(tmp_path):
     with pytest.raises(RunFileError, match="field 'outcomes'") as error:
         read_run_file(path)
     assert str(path) in str(error.value)
+
+
+def test_a_strategy_without_outcomes_gets_no_row_and_is_no_reference():
+    from pytest_sleepy.results import Outcome, RunSummary
+
+    items = [Outcome(koan="a", strategy="hints", sample=0, seed=0, status="passed", reason="")]
+    summary = RunSummary.from_outcomes(items, ["baseline", "hints"])
+    assert [s.strategy for s in summary.strategies] == ["hints"]
+    assert summary.comparisons == []

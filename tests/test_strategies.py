@@ -145,3 +145,13 @@ def test_hints_choose_the_same_examples_every_time(hints_module, verifier, shop_
     verdict = verifier.verify_candidate(shop_koan, BUGGY_SHOP)
     view = StepView(step=1, code=BUGGY_SHOP, verdict=verdict)
     assert hints_module.messages(view) == hints_module.messages(view)
+
+
+def test_hints_never_show_a_train_koan_its_own_fix(hints_module, verifier):
+    train = [k for k in load_corpus(REPO_ROOT / "koans") if k.split == "train"]
+    hints_module.prepare(train, verifier.verify_candidate)
+    koan = next(k for k in train if k.id == "bc_101")
+    verdict = verifier.verify_candidate(koan, koan.buggy)
+    messages = hints_module.messages(StepView(step=1, code=koan.buggy, verdict=verdict, original=koan.buggy))
+    assert all(koan.fixed.strip() not in m.content for m in messages)
+    assert any(m.role == "assistant" for m in messages)  # other train koans still serve as examples

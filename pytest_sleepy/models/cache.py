@@ -1,10 +1,10 @@
 """Record/replay of completions.
 
 Every model call goes through `CompletionCache`. An entry is found by backend, model
-name, adapter identity, messages, generation settings, and the code and diagnostics a
-non-neural backend reads; it holds the model identity (a weights digest, not only a
-name) that answered, and a live model only accepts entries recorded by the same
-identity, so new weights behind an old name are never served stale answers. Replaying
+name and the settings that change answers (not timeout or retries), adapter identity,
+messages, generation settings, and the code and diagnostics a non-neural backend
+reads; it holds the model identity (a weights digest, not only a name) that answered,
+and a live model only accepts entries recorded by the same identity, so new weights behind an old name are never served stale answers. Replaying
 (`read`) needs no model at all, so there is no identity to compare: the recorded one is
 reported instead. Entries are JSON files holding the request, the identity and the
 completion, written atomically, so concurrent pytest-xdist workers share one cache and
@@ -29,7 +29,8 @@ from .base import Completion, CompletionRequest, Model
 __all__ = ["CompletionCache", "CacheMiss", "CACHE_MODES", "cached_complete"]
 
 CACHE_MODES = ("off", "read", "write", "rw")
-FORMAT = "1"  # bump when the key material changes meaning
+FORMAT = "2"  # bump when the key material changes meaning
+TRANSPORT_OPTIONS = ("timeout", "retries")
 
 
 class CacheMiss(Exception):
@@ -49,6 +50,9 @@ class CompletionCache:
             "format": FORMAT,
             "backend": model.spec.backend,
             "model": model.spec.name,
+            # Settings that change answers (rustfix's applicability, hf's dtype, 4-bit,
+            # revision) are part of the key; request plumbing (timeout, retries) is not.
+            "options": sorted((k, v) for k, v in model.spec.options if k not in TRANSPORT_OPTIONS),
             "request": request.to_dict(),
         }
         return hashlib.sha256(json.dumps(material, sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()

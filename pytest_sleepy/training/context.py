@@ -101,9 +101,14 @@ class TrainingContext:
         return self._records[strategy.name]
 
     def _baseline_by_pattern(self) -> dict[str, list[Outcome]]:
+        """The baseline run's counted outcomes by pattern: of its `baseline` strategy
+        (else its first), never of errored items, whose results are unknown."""
+        strategies = [o.strategy for o in self.baseline_outcomes]
+        reference = "baseline" if "baseline" in strategies else (strategies[0] if strategies else None)
         by_pattern: dict[str, list[Outcome]] = {}
         for o in self.baseline_outcomes:
-            by_pattern.setdefault(o.pattern, []).append(o)
+            if o.strategy == reference and not o.variant and o.status != "error":
+                by_pattern.setdefault(o.pattern, []).append(o)
         return by_pattern
 
     def _weight_class(self, pattern: str) -> str:

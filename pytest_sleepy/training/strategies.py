@@ -113,9 +113,10 @@ class SequentialShareStrategy(Strategy):
         records = context.sft_records(self)
         groups = [(family, [r for r in records if r["metadata"]["pattern"] in patterns])
                   for family, patterns in self._groups]
-        groups = [(family, chosen) for family, chosen in groups if chosen]
-        if not groups:
-            raise ValueError(f"{self.name}: no training records in the train split")
+        empty = [family for family, chosen in groups if not chosen]
+        if empty or not groups:
+            # Dropping a stage would shift every later stage's label; refuse instead.
+            raise ValueError(f"{self.name}: no training records for the train families {', '.join(empty) or '(none)'}")
         phase2 = replace(context.config_for(self), lr=self.phase2_lr)
         self._stages = context.share_sequential(self, groups, _share_config(self.share_config), phase2)
         self._router = context.router(self)

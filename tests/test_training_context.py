@@ -5,17 +5,18 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from pytest_sleepy.results import Outcome
+from pytest_sleepy.training.artifacts import ArtifactStore
 from pytest_sleepy.training.context import TrainingContext
 from pytest_sleepy.training.lora import TrainConfig
 
 from conftest import make_koan
 
 
-def context(baseline_outcomes) -> TrainingContext:
+def context(baseline_outcomes=(), store=None, retrain=False) -> TrainingContext:
     model = SimpleNamespace(register_adapter=lambda *a: None, spec=SimpleNamespace(text="hf:x"), identity="x")
-    return TrainingContext(model=model, store=None, config=TrainConfig(), verifier=None, eval_koans=[],
+    return TrainingContext(model=model, store=store, config=TrainConfig(), verifier=None, eval_koans=[],
                            train_koans=[make_koan(pattern="use_after_move"), make_koan(id="k2", pattern="missing_mut")],
-                           baseline_outcomes=baseline_outcomes)
+                           baseline_outcomes=baseline_outcomes, retrain=retrain)
 
 
 def outcome(pattern, status, strategy="baseline"):
@@ -42,3 +43,21 @@ def test_without_a_baseline_run_every_train_pattern_is_targeted():
     ctx = context([])
     assert ctx.targeted_patterns() == {"use_after_move", "missing_mut"}
     assert ctx.targeting == "no baseline run: every train pattern is targeted"
+
+
+def test_retraining_rebuilds_a_shared_artifact_once_per_session(tmp_path):
+    store = ArtifactStore(tmp_path)
+    material = {"base_model": "x", "records": "r", "hyperparameters": {}, "seed": 0, "version": "v"}
+    builds = []
+
+    def build(folder):
+        builds.append(folder)
+        (folder / "weights.bin").write_bytes(b"w")
+        return {}
+
+    store.get_or_create("lora", material, build)  # an earlier session's artifact
+    ctx = context(store=store, retrain=True)
+    first = ctx._artifact("lora", material, build, SimpleNamespace(name="share_averaged"))
+    second = ctx._artifact("lora", material, build, SimpleNamespace(name="share_routed"))
+    assert len(builds) == 2  # the earlier session's build, then one retrain for both strategies
+    assert first.meta["build"] == second.meta["build"]

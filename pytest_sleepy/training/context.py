@@ -33,7 +33,7 @@ from pathlib import Path
 from ..koans import Koan
 from ..results import Outcome
 from ..verifier import Verifier
-from .artifacts import Artifact, ArtifactStore, records_digest, training_material
+from .artifacts import Artifact, ArtifactStore, artifact_key, records_digest, training_material
 from .leakage import LeakageGuard
 from .lora import TrainConfig, train_lora
 from .records import WEIGHT_CLASSES, read_records, sft_record, weight_class_for
@@ -67,6 +67,7 @@ class TrainingContext:
         self.feedback_dir = feedback_dir
         self.say = say
         self._records: dict[str, list[dict]] = {}  # strategy name -> its SFT records
+        self._rebuilt: set[str] = set()  # artifact keys (re)built in this session
 
     # -- data ------------------------------------------------------------------------
 
@@ -173,10 +174,19 @@ class TrainingContext:
             self.say(f"training {label}: {len(records)} records, {config.steps} steps")
             return train_lora(self.base_name, records, config, folder, self._progress(label)).metrics()
 
-        artifact = self.store.get_or_create("lora", material, build, made_by=strategy.name, retrain=self.retrain)
+        artifact = self._artifact("lora", material, build, strategy)
         identity = f"lora:{_address(artifact)}"
         self.model.register_adapter(identity, artifact.path)
         return identity
+
+    def _artifact(self, kind: str, material: dict, build, strategy) -> Artifact:
+        """Get or build an artifact. With --sleepy-retrain each artifact is rebuilt once
+        per session, however many strategies share it."""
+        key = artifact_key({**material, "kind": kind})
+        retrain = self.retrain and key not in self._rebuilt
+        artifact = self.store.get_or_create(kind, material, build, made_by=strategy.name, retrain=retrain)
+        self._rebuilt.add(artifact.key)
+        return artifact
 
     def per_pattern_loras(self, strategy, records: Sequence[dict]) -> dict[str, Artifact]:
         """One LoRA per pattern present in `records` (Share's Phase 1 input)."""
@@ -193,8 +203,7 @@ class TrainingContext:
                 return train_lora(self.base_name, subset, config, folder,
                                   self._progress(f"{strategy.name}:{pattern}")).metrics()
 
-            adapters[pattern] = self.store.get_or_create("lora", material, build, made_by=strategy.name,
-                                                         retrain=self.retrain)
+            adapters[pattern] = self._artifact("lora", material, build, strategy)
         return adapters
 
     def share(self, strategy, records: Sequence[dict], share_config) -> dict[str, str]:
@@ -221,7 +230,7 @@ class TrainingContext:
                                rank=share_config.p, alpha=share_config.p)
             return {"tasks": list(share.tasks), "parameters": share.parameter_count()}
 
-        artifact = self.store.get_or_create("share", material, build, made_by=strategy.name, retrain=self.retrain)
+        artifact = self._artifact("share", material, build, strategy)
         identities = {}
         for pattern in artifact.meta.get("tasks", []):
             identities[pattern] = f"share:{_address(artifact)}:{pattern}"
@@ -277,8 +286,7 @@ class TrainingContext:
             save_share(share, folder / "share")
             return {"stages": learned}
 
-        artifact = self.store.get_or_create("share_sequential", material, build, made_by=strategy.name,
-                                            retrain=self.retrain)
+        artifact = self._artifact("share_sequential", material, build, strategy)
         stages = []
         for stage, patterns in enumerate(artifact.meta["stages"], start=1):
             identities = {}
@@ -302,7 +310,7 @@ class TrainingContext:
             router.save(folder / "router.json")
             return {"patterns": len({k.pattern for k in self.train_koans})}
 
-        artifact = self.store.get_or_create("router", material, build, made_by=strategy.name, retrain=self.retrain)
+        artifact = self._artifact("router", material, build, strategy)
         return Router.load(artifact.path / "router.json")
 
 

@@ -32,6 +32,7 @@ from .settings import OPTIONS, SettingsError, resolve_settings
 from .strategies import StrategyError
 
 OUTCOME_KEY = "sleepy_outcome"
+OUTAGE_KEY = "sleepy_outage"  # an infrastructure problem hit this item; the session stops
 INFRASTRUCTURE = (ModelUnavailable, SandboxUnavailable, ToolchainMissing)
 
 
@@ -157,6 +158,9 @@ class SleepyPlugin:
     def pytest_runtest_logreport(self, report):
         if self.worker:
             return
+        outage = next((value for key, value in report.user_properties if key == OUTAGE_KEY), None)
+        if outage is not None and (dsession := self.config.pluginmanager.get_plugin("dsession")) is not None:
+            dsession.shouldstop = dsession.shouldstop or outage
         outcome = next((value for key, value in report.user_properties if key == OUTCOME_KEY), None)
         # user_properties ride on every phase's report; the call phase is the one.
         if outcome is not None and report.when == "call":
@@ -357,7 +361,12 @@ class KoanItem(pytest.Item):
 
     def runtest(self):
         plugin: SleepyPlugin = self.config.pluginmanager.get_plugin("sleepy-benchmark")
-        outcome = plugin.benchmark.run(self.koan, self.strategy, self.sample, self.variant)
+        try:
+            outcome = plugin.benchmark.run(self.koan, self.strategy, self.sample, self.variant)
+        except INFRASTRUCTURE as error:
+            # Tells the xdist controller at once, so the other workers stop too.
+            self.user_properties.append((OUTAGE_KEY, f"pytest-sleepy: {error}"))
+            raise
         self.user_properties.append((OUTCOME_KEY, outcome.to_dict()))
         if not outcome.solved:
             raise KoanNotRepaired(plugin.failure_text(self, outcome))

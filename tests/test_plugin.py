@@ -305,3 +305,22 @@ def test_the_session_fixture_gives_a_projects_own_tests_the_benchmark(bench):
     """)
     result = bench.runpytest("test_mine.py", "--strategy=baseline,hints")
     result.assert_outcomes(passed=1)
+
+
+def test_under_xdist_a_server_that_dies_stops_every_worker(bench, monkeypatch):
+    import threading
+
+    server = OllamaServer(reply=fixing_reply).start()
+
+    def reply_then_die(request):
+        threading.Thread(target=server.stop).start()
+        server.stopping.wait(5)
+        return fixing_reply(request)
+
+    server.reply = reply_then_die
+    monkeypatch.setenv("OLLAMA_HOST", server.url)
+    result = bench.runpytest_subprocess("--model=ollama:qwen2.5-coder:7b?retries=0", "-n", "2", "--sleepy-json=run.json")
+    assert "stopped answering" in result.stdout.str()
+    assert result.ret != pytest.ExitCode.OK
+    outcomes = read_run_file(bench.path / "run.json").outcomes
+    assert len(outcomes) < 4 and all(o.status == "passed" for o in outcomes)  # no outage scored as a failure

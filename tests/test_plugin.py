@@ -260,7 +260,9 @@ def test_a_model_error_fails_the_koan_and_the_session_goes_on(bench, monkeypatch
     result.stdout.fnmatch_lines(["*not repaired: model error at step 1: ollama qwen2.5-coder:7b at *bad request*"])
 
 
-def test_a_server_that_dies_mid_run_stops_the_session_instead_of_failing_koans(bench, monkeypatch):
+@pytest.fixture
+def dying_server(monkeypatch):
+    """An Ollama server that answers one chat request, then shuts down."""
     import threading
 
     server = OllamaServer(reply=fixing_reply).start()
@@ -272,6 +274,10 @@ def test_a_server_that_dies_mid_run_stops_the_session_instead_of_failing_koans(b
 
     server.reply = reply_then_die
     monkeypatch.setenv("OLLAMA_HOST", server.url)
+    return server
+
+
+def test_a_server_that_dies_mid_run_stops_the_session_instead_of_failing_koans(bench, dying_server):
     result = bench.runpytest("--model=ollama:qwen2.5-coder:7b?retries=0", "-p", "no:randomly",
                              "--sleepy-json=run.json")
     result.stdout.fnmatch_lines([
@@ -307,18 +313,7 @@ def test_the_session_fixture_gives_a_projects_own_tests_the_benchmark(bench):
     result.assert_outcomes(passed=1)
 
 
-def test_under_xdist_a_server_that_dies_stops_every_worker(bench, monkeypatch):
-    import threading
-
-    server = OllamaServer(reply=fixing_reply).start()
-
-    def reply_then_die(request):
-        threading.Thread(target=server.stop).start()
-        server.stopping.wait(5)
-        return fixing_reply(request)
-
-    server.reply = reply_then_die
-    monkeypatch.setenv("OLLAMA_HOST", server.url)
+def test_under_xdist_a_server_that_dies_stops_every_worker(bench, dying_server):
     result = bench.runpytest_subprocess("--model=ollama:qwen2.5-coder:7b?retries=0", "-n", "2", "--sleepy-json=run.json")
     assert "stopped answering" in result.stdout.str()
     assert result.ret != pytest.ExitCode.OK

@@ -9,6 +9,7 @@ controller) and by the first `run()`.
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import platform
 import subprocess
@@ -78,13 +79,16 @@ class Benchmark:
         if self.settings.cache != "read":
             self.model.preflight()
 
+    @functools.cached_property
+    def families(self) -> dict[str, str]:
+        return load_families(self.koans_dir)
+
     def load_koan(self, path: Path) -> Koan:
-        return load_koan(path, load_families(self.koans_dir))
+        return load_koan(path, self.families)
 
     def train_koans(self) -> list[Koan]:
-        """The train split, the only koans strategies may learn from. A broken file is
-        skipped here; collection reports it as an error of its own."""
-        return [k for k in self._all_koans() if k.split == "train" and not k.flagged]
+        """The train split, the only koans strategies may learn from."""
+        return [k for k in self.corpus if k.split == "train" and not k.flagged]
 
     def _prepare(self, say=lambda line: None) -> None:
         if not self._prepared:
@@ -131,7 +135,7 @@ class Benchmark:
         feedback = FeedbackConfig.from_table(self.settings.feedback, f"{source}: [tool.sleepy.feedback]",
                                              base_dir=base, default_model=self.settings.model,
                                              artifacts_dir=self.settings.artifacts_dir)
-        eval_koans = [k for k in self._all_koans() if k.split == "eval"]
+        eval_koans = [k for k in self.corpus if k.split == "eval"]
         return TrainingContext(
             model=self.model, store=ArtifactStore(self.settings.artifacts_dir), config=config,
             train_koans=train_koans, eval_koans=eval_koans, verifier=self.verifier,
@@ -139,13 +143,15 @@ class Benchmark:
             variants_file=variants, replay_ratio=float(replay_ratio),
             retrain=self.settings.retrain, feedback_dir=feedback.dir, say=say)
 
-    def _all_koans(self) -> list[Koan]:
-        families = load_families(self.koans_dir)
+    @functools.cached_property
+    def corpus(self) -> list[Koan]:
+        """Every koan, read once per process. A broken file is skipped here; collection
+        reports it as an error of its own."""
         koans = []
         for path in sorted(self.koans_dir.rglob("*.toml")):
             if path.name != "families.toml":
                 try:
-                    koans.append(load_koan(path, families))
+                    koans.append(self.load_koan(path))
                 except KoanFileError:
                     continue
         return koans

@@ -52,7 +52,6 @@ import math
 import os
 import subprocess
 import sys
-import tempfile
 import time
 import traceback
 from collections import Counter
@@ -63,6 +62,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from types import MappingProxyType
 
+from .jsonfiles import write_json_atomic
 from .koans import Koan
 from .training.records import WEIGHT_CLASSES
 from .training.lora import TrainConfig
@@ -343,18 +343,8 @@ def correction_record(episode: Mapping, koan: Koan, *, weight_class: str, fix_co
 # -- the buffer ------------------------------------------------------------------------
 
 def _write_json(path: Path, data) -> None:
-    """Write `data` whole: a temporary file next to `path`, then os.replace."""
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            json.dump(data, out, ensure_ascii=False, indent=1)
-            out.write("\n")
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    # Durable: the buffer and training state must survive a crash of the writer.
+    write_json_atomic(path, data, indent=1, durable=True)
 
 
 def _read_json(path: Path) -> dict | None:

@@ -84,12 +84,14 @@ class SleepyPlugin:
             self.settings = dataclasses.replace(self.settings, retrain=False)
         self.run_id = config.workerinput["sleepy_run_id"] if self.worker else new_run_id()
         self.started = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        self.outcomes: list[Outcome] = []
+        # One outcome per item (a rerun plugin reports an item twice: the last stands).
+        self._outcomes: dict[tuple, Outcome] = {}
         self.other_failures = 0  # failed reports that are not koan items (the gate cannot forgive them)
         self._benchmark: Benchmark | None = None
         self._report: RunReport | None = None
         self.baseline: RunFile | None = None
         self.baseline_states: dict[str, dict[str, KoanState]] = {}
+        self.baseline_order: list[str] = []
         if self.settings.baseline is not None:
             try:
                 self.baseline = read_run_file(self.settings.baseline)
@@ -99,6 +101,7 @@ class SleepyPlugin:
                 raise pytest.UsageError(f"--sleepy-baseline: {self.settings.baseline} is from a session that stopped "
                                         "early; it judged only some koans and cannot serve as a baseline")
             self.baseline_states = koan_states(self.baseline.outcomes)
+            self.baseline_order = baseline_columns(self.baseline)
         # A wrong --strategy or --model is a usage error now, not one error per item;
         # without a strategies folder nothing is checked until a koan is collected.
         if self.strategies_dir.is_dir() or config.getoption("sleepy_strategy") is not None:
@@ -165,8 +168,7 @@ class SleepyPlugin:
         # user_properties ride on every phase's report; the call phase is the one.
         if outcome is not None and report.when == "call":
             record = Outcome.from_dict(outcome)
-            # A rerun plugin reports an item twice: the last report stands.
-            self.outcomes = [o for o in self.outcomes if _item_key(o) != _item_key(record)] + [record]
+            self._outcomes[_item_key(record)] = record
         elif report.failed and outcome is None:
             self.other_failures += 1
 
@@ -177,7 +179,7 @@ class SleepyPlugin:
         ("" when it is)."""
         if self.baseline is None:
             return None, ""
-        ref = reference_for(strategy, baseline_columns(self.baseline))
+        ref = reference_for(strategy, self.baseline_order)
         state = self.baseline_states.get(ref.baseline_strategy, {}).get(koan.id)
         if state is None:
             return None, "new since the baseline: not compared"
@@ -224,6 +226,10 @@ class SleepyPlugin:
         if not hasattr(self, "_provenance"):
             self._provenance = self.benchmark.provenance(self.sorted_outcomes(), Path(self.config.rootpath), self.started)
         return self._provenance
+
+    @property
+    def outcomes(self) -> list[Outcome]:
+        return list(self._outcomes.values())
 
     def sorted_outcomes(self) -> list[Outcome]:
         return sorted(self.outcomes, key=_item_key)

@@ -30,13 +30,13 @@ from __future__ import annotations
 
 import fcntl
 import json
-import os
 import re
 import statistics
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .jsonfiles import write_json_atomic
 from .stats import exact_mcnemar, pass_at_k, wilson_interval
 
 __all__ = [
@@ -272,11 +272,7 @@ class RunFile:
 
 
 def write_run_file(path: Path | str, run: RunFile) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    temporary.write_text(json.dumps(run.to_dict(), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(temporary, path)
+    write_json_atomic(path, run.to_dict(), indent=1)
 
 
 def read_run_file(path: Path | str) -> RunFile:

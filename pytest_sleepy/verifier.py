@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from .diagnostics import HIDDEN_TESTS_FILE, Diagnostic, error_codes, parse_rustc_json
+from .jsonfiles import write_json_atomic
 from .koans import Koan
 from .sandbox import COMPILE_LIMITS, SANDBOX_ROOT, TEST_LIMITS, Limits, Sandbox, SandboxResult, Toolchain
 from .tamper import HIDDEN_TEST_MODULE, find_tampering
@@ -91,14 +92,7 @@ class VerificationCache:
             return None
 
     def put(self, key: str, verdict: Verdict) -> None:
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Write to a private temporary file, then rename: readers see the old file, no
-        # file, or the whole new one, never a torn write.
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            json.dump(verdict.to_dict(), out)
-        os.replace(temporary, path)
+        write_json_atomic(self._path(key), verdict.to_dict())
 
 
 class Verifier:

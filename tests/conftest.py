@@ -122,3 +122,15 @@ def bench(pytester, monkeypatch):
         sleepy_strategies = "{REPO_ROOT / 'strategies'}"
     """)
     return pytester
+
+
+def use_tiny_model(project, model: Path, tables: str) -> None:
+    """Point a `bench` project at a tiny hf model: one step, short answers, plus the
+    extra pyproject `tables` (training or feedback settings)."""
+    path = project.path / "pyproject.toml"
+    path.write_text(path.read_text() + f"""
+[tool.sleepy]
+model = "hf:{model}"
+max-steps = 1
+max-tokens = 8
+{tables}""")

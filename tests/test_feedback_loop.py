@@ -20,7 +20,7 @@ from pytest_sleepy.models import load_model  # noqa: E402
 from pytest_sleepy.results import read_run_file  # noqa: E402
 from pytest_sleepy.strategies import StepView, load_strategies  # noqa: E402
 
-from conftest import REPO_ROOT  # noqa: E402
+from conftest import REPO_ROOT, use_tiny_model  # noqa: E402
 
 
 def point_latest_at(folder, identity, adapter_dir, base_identity) -> None:
@@ -76,13 +76,7 @@ def test_without_a_feedback_adapter_the_strategy_says_how_to_make_one(bench, tmp
 
 def test_ten_corrections_train_in_the_background_and_lora_feedback_uses_the_result(bench, tmp_path, monkeypatch, capsys):
     base = build_tiny_qwen2(tmp_path / "base")
-    path = bench.path / "pyproject.toml"
-    path.write_text(path.read_text() + f"""
-[tool.sleepy]
-model = "hf:{base}"
-max-steps = 1
-max-tokens = 8
-
+    use_tiny_model(bench, base, """
 [tool.sleepy.feedback]
 threshold = 10
 

@@ -13,7 +13,7 @@ pytest.importorskip("peft")
 
 from pytest_sleepy.results import read_run_file  # noqa: E402
 
-from conftest import REPO_ROOT  # noqa: E402
+from conftest import REPO_ROOT, use_tiny_model  # noqa: E402
 
 STRATEGIES = "baseline,lora,lora_replay,lora_weighted,share_averaged,share_routed,share_sequential"
 COLUMNS = [*STRATEGIES.split(",")[:-1], *(f"share_sequential:stage{i}" for i in range(3))]
@@ -28,13 +28,7 @@ def training_bench(bench, tmp_path_factory, monkeypatch):
     model = build_tiny_qwen2(tmp_path_factory.mktemp("tiny") / "qwen2")
     # One thread per process: two xdist workers on two cores must not fight.
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    path = bench.path / "pyproject.toml"
-    path.write_text(path.read_text() + f"""
-[tool.sleepy]
-model = "hf:{model}"
-max-steps = 1
-max-tokens = 8
-
+    use_tiny_model(bench, model, """
 [tool.sleepy.train]
 steps = 2
 batch_size = 1

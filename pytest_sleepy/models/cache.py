@@ -19,11 +19,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import replace
 from pathlib import Path
 
+from ..jsonfiles import write_json_atomic
 from .base import Completion, CompletionRequest, Model
 
 __all__ = ["CompletionCache", "CacheMiss", "CACHE_MODES", "cached_complete"]
@@ -73,14 +72,9 @@ class CompletionCache:
         return replace(completion, cached=True, model_identity=record["identity"])
 
     def put(self, key: str, model: Model, request: CompletionRequest, completion: Completion) -> None:
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
         record = {"model": model.spec.text, "identity": completion.model_identity,
                   "request": request.to_dict(), "completion": completion.to_dict()}
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            json.dump(record, out, ensure_ascii=False, indent=1)
-        os.replace(temporary, path)
+        write_json_atomic(self._path(key), record, indent=1)
 
 
 def cached_complete(model: Model, request: CompletionRequest, cache: CompletionCache | None) -> Completion:

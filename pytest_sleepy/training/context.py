@@ -27,16 +27,16 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from pathlib import Path
 
+from .. import __version__
 from ..koans import Koan
 from ..results import Outcome
 from ..verifier import Verifier
 from .artifacts import Artifact, ArtifactStore, artifact_key, records_digest, training_material
 from .leakage import LeakageGuard
 from .lora import TrainConfig, train_lora
-from .records import WEIGHT_CLASSES, read_records, sft_record, weight_class_for
+from .records import read_records, sft_record, weight_class_for
 
 __all__ = ["TrainingContext", "read_peft_factors"]
 
@@ -211,13 +211,13 @@ class TrainingContext:
         (core-averaged, rank p). Returns pattern -> adapter identity, plus "average"."""
         from dataclasses import asdict
 
-        from .share import LoraFactors, average, export_task, phase1, save_share, write_peft_adapter
+        from .share import average, export_task, phase1, save_share, write_peft_adapter
 
         loras = self.per_pattern_loras(strategy, records)
         material = {"kind": "share", "base_model": self.model.identity, "base_name": self.base_name,
                     "records": records_digest(self._trained_on(records)), "hyperparameters": asdict(share_config),
                     "seed": share_config.seed, "loras": {p: a.key for p, a in sorted(loras.items())},
-                    "version": training_material("x", base_model="", records=[], hyperparameters={}, seed=0)["version"]}
+                    "version": __version__}
 
         def build(folder: Path) -> dict:
             self.say(f"{strategy.name}: Share Phase 1 over {len(loras)} pattern adapters")
@@ -256,7 +256,7 @@ class TrainingContext:
                     "records": [[name, records_digest(self._trained_on(records))] for name, records in groups],
                     "hyperparameters": {"share": asdict(share_config), "phase2": phase2.to_dict()},
                     "seed": share_config.seed, "loras": {p: a.key for p, a in sorted(loras.items())},
-                    "version": training_material("x", base_model="", records=[], hyperparameters={}, seed=0)["version"]}
+                    "version": __version__}
 
         def export(share, folder: Path) -> None:
             for pattern in share.tasks:
@@ -303,7 +303,7 @@ class TrainingContext:
         material = {"kind": "router", "base_model": None, "base_name": None, "seed": 0, "hyperparameters": {},
                     "records": sorted((k.id, k.digest) for k in self.train_koans),
                     "rustc": self.verifier.toolchain.version,
-                    "version": training_material("x", base_model="", records=[], hyperparameters={}, seed=0)["version"]}
+                    "version": __version__}
 
         def build(folder: Path) -> dict:
             router = build_router(self.train_koans, self.verifier)

@@ -29,8 +29,8 @@ import time
 from pathlib import Path
 
 from pytest_sleepy.koans import load_corpus
-from pytest_sleepy.sandbox import Sandbox, Toolchain
-from pytest_sleepy.verifier import VerificationCache, Verifier
+from pytest_sleepy.verify.sandbox import Sandbox, Toolchain
+from pytest_sleepy.verify.verifier import VerificationCache, Verifier
 
 HARNESS = "\n#[cfg(test)]\nmod sleepy_hidden_tests {{\nuse super::*;\n{tests}\n}}\n"
 

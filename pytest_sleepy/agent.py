@@ -18,7 +18,7 @@ from .koans import Koan
 from .models.base import CompletionRequest, GenerationSettings, Model, ModelError
 from .models.cache import CompletionCache, cached_complete
 from .strategies import StepView, Strategy
-from .verifier import Verdict, Verifier
+from .verify.verifier import Verdict, Verifier
 
 __all__ = ["Attempt", "RepairResult", "repair", "unified_diff"]
 

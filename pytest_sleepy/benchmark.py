@@ -22,10 +22,10 @@ from .agent import Attempt, repair
 from .koans import Koan, KoanFileError, load_families, load_koan
 from .models import CacheMiss, CompletionCache, GenerationSettings, load_model, parse_model_spec
 from .results import ERROR, FAILED, PASSED, EpisodeLog, Outcome
-from .sandbox import Sandbox, Toolchain
+from .verify.sandbox import Sandbox, Toolchain
 from .settings import BenchmarkSettings, completion_cache_dir, verdict_cache_dir
 from .strategies import Strategy, load_strategies, select_strategies
-from .verifier import VerificationCache, Verifier
+from .verify.verifier import VerificationCache, Verifier
 
 __all__ = ["Benchmark", "new_run_id", "git_state"]
 

@@ -55,7 +55,7 @@ from tabulate import tabulate
 
 from .importers import import_rustlings, import_seed_json
 from .koans import CorpusError, Koan, KoanFileError, load_corpus, load_families, load_koan
-from .sandbox import Sandbox, SandboxUnavailable, Toolchain, ToolchainMissing
+from .verify.sandbox import Sandbox, SandboxUnavailable, Toolchain, ToolchainMissing
 from .validation import KoanCheck, check_corpus
 from .settings import default_cache_dir, verdict_cache_dir
 from .strategies import StrategyError, load_strategies, select_strategies
@@ -66,7 +66,7 @@ from .training.records import RecordFileError, read_records
 from .report import build_report, render, report_dict
 from .rescore import EpisodeFileError, read_episodes, rescore_run
 from .results import RunFile, RunFileError, read_run_file, write_run_file
-from .verifier import VerificationCache, Verifier
+from .verify.verifier import VerificationCache, Verifier
 
 __all__ = ["main"]
 
@@ -433,12 +433,18 @@ def _show(args) -> int:
     return 0
 
 
+def _read_text(path: Path, what: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise UsageError(f"cannot read the {what} {path}: {error.strerror}") from None
+    except UnicodeDecodeError as error:
+        raise UsageError(f"the {what} {path} is not UTF-8 (byte {error.start}); save it as UTF-8") from None
+
+
 def _check(args) -> int:
     koan = _find(args, args.id)
-    try:
-        code = args.file.read_text(encoding="utf-8")
-    except OSError as error:
-        raise UsageError(f"cannot read candidate file {args.file}: {error.strerror}") from None
+    code = _read_text(args.file, "candidate file")
     verdict = _verifier(args).verify_candidate(koan, code)
     if args.json:
         data = {"koan": koan.id, **verdict.to_dict()}
@@ -633,10 +639,7 @@ def _feedback_add(args) -> int:
         raise UsageError(f"episode {args.episode}: koan {episode.get('koan')!r} is not in {args.koans} (pass --koans DIR)")
     fix = None
     if args.fix is not None:
-        try:
-            fix = args.fix.read_text(encoding="utf-8")
-        except OSError as error:
-            raise UsageError(f"cannot read the fix {args.fix}: {error.strerror}") from None
+        fix = _read_text(args.fix, "fix")
     record = correction_record(episode, koan, weight_class=args.weight_class, fix_code=fix, note=args.note,
                                verifier=_verifier(args) if fix is not None else None,
                                guard=LeakageGuard(_split(corpus, "eval")), allow_eval=args.allow_eval,

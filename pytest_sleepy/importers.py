@@ -24,8 +24,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .koans import Koan, load_families
-from .rustlex import LexError, matching_bracket, tokenize
-from .verifier import Verifier
+from .verify.rustlex import LexError, matching_bracket, tokenize
+from .verify.verifier import Verifier
 
 __all__ = ["ImportReport", "import_seed_json", "import_rustlings", "koan_to_toml", "split_test_module"]
 

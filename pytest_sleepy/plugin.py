@@ -27,7 +27,7 @@ from .koans import Koan, KoanFileError
 from .models import ModelUnavailable
 from .report import RunReport, build_report, render, report_dict
 from .results import ERROR, Outcome, RunFile, RunFileError, read_run_file, write_run_file
-from .sandbox import SandboxUnavailable, ToolchainMissing
+from .verify.sandbox import SandboxUnavailable, ToolchainMissing
 from .settings import OPTIONS, SettingsError, resolve_settings
 from .strategies import StrategyError
 

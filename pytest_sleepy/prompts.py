@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .models.base import Message
-from .tamper import HIDDEN_TEST_MODULE
-from .verifier import Verdict
+from .verify.harness import HIDDEN_TEST_MODULE
+from .verify.verifier import Verdict
 
 __all__ = ["SYSTEM_PROMPT", "describe_verdict", "repair_messages", "FewShotExample"]
 

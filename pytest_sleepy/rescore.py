@@ -41,7 +41,7 @@ from . import verifier as verifier_module
 from .agent import _steps, _still
 from .koans import Koan
 from .results import ERROR, FAILED, PASSED, Outcome, RunFile, RunSummary
-from .verifier import Verifier
+from .verify.verifier import Verifier
 
 __all__ = ["RescoreChange", "RescoreResult", "EpisodeFileError", "rescore_run", "read_episodes"]
 

@@ -96,7 +96,7 @@ from typing import Iterable, Sequence
 from tabulate import tabulate
 
 from .stats import wilson_interval
-from .verifier import Verdict
+from .verify.verifier import Verdict
 
 __all__ = [
     "THRESHOLD",

@@ -25,7 +25,7 @@ from pathlib import Path
 from .koans import Koan
 from .models.base import Message
 from .prompts import repair_messages
-from .verifier import Verdict
+from .verify.verifier import Verdict
 
 __all__ = ["Strategy", "StepView", "StrategyError", "load_strategies", "select_strategies", "Verify"]
 

@@ -18,8 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from .koans import Koan
-from .rustlex import LexError, matching_bracket, tokenize
-from .verifier import Verdict, Verifier
+from .verify.rustlex import LexError, matching_bracket, tokenize
+from .verify.verifier import Verdict, Verifier
 
 __all__ = ["KoanCheck", "check_koan", "check_corpus", "stub_mutants"]
 

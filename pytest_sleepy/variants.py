@@ -129,10 +129,10 @@ from hypothesis import HealthCheck, Phase
 from hypothesis import strategies as st
 
 from .koans import Koan
-from .rustlex import LexError, Token, matching_bracket
-from .rustlex import tokenize as _tokenize
-from .tamper import HIDDEN_TEST_MODULE
-from .verifier import Verdict, Verifier
+from .verify.rustlex import LexError, Token, matching_bracket
+from .verify.rustlex import tokenize as _tokenize
+from .verify.harness import HIDDEN_TEST_MODULE
+from .verify.verifier import Verdict, Verifier
 
 __all__ = [
     "TRANSFORMATIONS",

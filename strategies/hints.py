@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 from typing import Callable
 
-from pytest_sleepy.diagnostics import Diagnostic
+from pytest_sleepy.verify.diagnostics import Diagnostic
 from pytest_sleepy.prompts import FewShotExample, describe_verdict, repair_messages
 from pytest_sleepy.strategies import StepView, Strategy
 

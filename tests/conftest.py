@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from pytest_sleepy.koans import Koan
-from pytest_sleepy.sandbox import Sandbox, SandboxUnavailable, Toolchain
-from pytest_sleepy.verifier import VerificationCache, Verifier
+from pytest_sleepy.verify.sandbox import Sandbox, SandboxUnavailable, Toolchain
+from pytest_sleepy.verify.verifier import VerificationCache, Verifier
 
 pytest_plugins = ["pytester"]
 

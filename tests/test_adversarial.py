@@ -16,8 +16,8 @@ import uuid
 import pytest
 
 from conftest import REPO_ROOT, make_koan
-from pytest_sleepy.sandbox import COMPILE_LIMITS, TEST_LIMITS
-from pytest_sleepy.verifier import Verifier
+from pytest_sleepy.verify.sandbox import COMPILE_LIMITS, TEST_LIMITS
+from pytest_sleepy.verify.verifier import Verifier
 
 SIGNATURE = "pub fn total(items: Vec<u32>) -> u32"
 
@@ -165,8 +165,8 @@ def test_exit_zero_from_a_test_is_refused_as_tampering(strict, koan):
 
 
 def test_a_program_that_ends_before_the_tests_report_does_not_pass():
-    from pytest_sleepy.sandbox import SandboxResult
-    from pytest_sleepy.verifier import Verdict, _judge_test_run
+    from pytest_sleepy.verify.sandbox import SandboxResult
+    from pytest_sleepy.verify.verifier import Verdict, _judge_test_run
 
     # What an early exit(0) looks like if it ever got past the rules: status 0, but
     # only the first of two tests reported.

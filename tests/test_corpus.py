@@ -7,7 +7,7 @@ import pytest
 from conftest import REPO_ROOT
 from pytest_sleepy.koans import load_corpus
 from pytest_sleepy.validation import check_koan
-from pytest_sleepy.verifier import VerificationCache, Verifier
+from pytest_sleepy.verify.verifier import VerificationCache, Verifier
 
 CORPUS = load_corpus(REPO_ROOT / "koans")
 EVAL = [k for k in CORPUS if k.split == "eval"]

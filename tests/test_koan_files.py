@@ -4,7 +4,8 @@ import textwrap
 
 import pytest
 
-from pytest_sleepy.koans import CorpusError, KoanFileError, hidden_test_names, load_corpus, load_koan
+from pytest_sleepy.koans import CorpusError, KoanFileError, load_corpus, load_koan
+from pytest_sleepy.verify.harness import hidden_test_names
 
 VALID = textwrap.dedent(
     """

@@ -8,7 +8,7 @@ import pytest
 
 from conftest import REPO_ROOT
 from pytest_sleepy.koans import load_corpus
-from pytest_sleepy.rustlex import tokenize
+from pytest_sleepy.verify.rustlex import tokenize
 from pytest_sleepy.training.leakage import (
     KEYWORDS,
     STD_NAMES,

@@ -9,11 +9,11 @@ import json
 import pytest
 
 from conftest import FIXED_SHOP, REPO_ROOT, make_koan
-from pytest_sleepy.diagnostics import Diagnostic
+from pytest_sleepy.verify.diagnostics import Diagnostic
 from pytest_sleepy.koans import load_corpus
 from pytest_sleepy.router import (THRESHOLD, ConfusionRow, Router, build_router, confusion, evaluate_router,
                                   features, render_confusion, template, words)
-from pytest_sleepy.verifier import VerificationCache, Verdict, Verifier
+from pytest_sleepy.verify.verifier import VerificationCache, Verdict, Verifier
 
 CORPUS = load_corpus(REPO_ROOT / "koans")
 TRAIN = [k for k in CORPUS if k.split == "train"]

@@ -1,6 +1,6 @@
 import pytest
 
-from pytest_sleepy.rustlex import LexError, matching_bracket, tokenize
+from pytest_sleepy.verify.rustlex import LexError, matching_bracket, tokenize
 
 
 def texts(source):

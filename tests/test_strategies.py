@@ -6,7 +6,7 @@ import textwrap
 
 import pytest
 
-from pytest_sleepy.diagnostics import Diagnostic
+from pytest_sleepy.verify.diagnostics import Diagnostic
 from pytest_sleepy.koans import load_corpus
 from pytest_sleepy.strategies import StepView, StrategyError, load_strategies, select_strategies
 

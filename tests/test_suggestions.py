@@ -1,7 +1,7 @@
 """Applying rustc's suggestions: what the `rustfix` backend does to a candidate."""
 
 from conftest import make_koan
-from pytest_sleepy.diagnostics import Diagnostic, Edit, Suggestion, apply_suggestions
+from pytest_sleepy.verify.diagnostics import Diagnostic, Edit, Suggestion, apply_suggestions
 
 MUT_BUG = "pub fn total(items: Vec<u32>) -> u32 {\n    let sum = 0;\n    for i in items { sum += i; }\n    sum\n}\n"
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from pytest_sleepy.tamper import find_tampering
+from pytest_sleepy.verify.tamper import find_tampering
 
 REJECTED = {
     "defines the hidden module": ("mod sleepy_hidden_tests { }", "hidden test module"),

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from conftest import REPO_ROOT, make_koan
 from pytest_sleepy.koans import load_koan
-from pytest_sleepy.rustlex import tokenize
+from pytest_sleepy.verify.rustlex import tokenize
 from pytest_sleepy.variants import (
     Variant,
     check_variant,
@@ -29,7 +29,7 @@ from pytest_sleepy.variants import (
     substitute_width,
     top_level_items,
 )
-from pytest_sleepy.verifier import Verifier
+from pytest_sleepy.verify.verifier import Verifier
 
 BORROW = load_koan(REPO_ROOT / "koans" / "borrow_checker" / "bc_101.toml")
 TRAITS = load_koan(REPO_ROOT / "koans" / "trait_bounds" / "tb_101.toml")

@@ -8,8 +8,8 @@ import threading
 import pytest
 
 from conftest import make_koan
-from pytest_sleepy.sandbox import Toolchain
-from pytest_sleepy.verifier import Verdict, VerificationCache, Verifier
+from pytest_sleepy.verify.sandbox import Toolchain
+from pytest_sleepy.verify.verifier import Verdict, VerificationCache, Verifier
 
 
 def test_reference_fix_passes_every_hidden_test(verifier, shop_koan):
@@ -118,7 +118,7 @@ def test_cache_is_safe_under_concurrent_writers_and_readers(tmp_path):
 
 
 def test_timeouts_are_not_cached(sandbox, tmp_path):
-    from pytest_sleepy.sandbox import TEST_LIMITS
+    from pytest_sleepy.verify.sandbox import TEST_LIMITS
 
     cache = VerificationCache(tmp_path / "cache")
     fast = Verifier(sandbox, cache, test_limits=dataclasses.replace(TEST_LIMITS, wall_seconds=1))
@@ -152,7 +152,7 @@ def test_koan_with_a_path_dependency_is_built_with_cargo(verifier, tmp_path):
 
 
 def test_path_dependency_also_builds_without_the_sandbox(toolchain, tmp_path):
-    from pytest_sleepy.sandbox import Sandbox
+    from pytest_sleepy.verify.sandbox import Sandbox
 
     unsandboxed = Verifier(Sandbox(toolchain, unsafe_no_sandbox=True))
     verdict = unsandboxed.verify_candidate(pricing_koan(tmp_path), PRICING_FIX)

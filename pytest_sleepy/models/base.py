@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Protocol, runtime_checkable
 from urllib.parse import parse_qsl
 
-from ..diagnostics import Diagnostic
+from ..verify.diagnostics import Diagnostic
 
 __all__ = [
     "Message",

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import time
 
-from ..diagnostics import apply_suggestions
-from ..verifier import CANDIDATE_FILES
+from ..verify.diagnostics import apply_suggestions
+from ..verify.verifier import CANDIDATE_FILES
 from .base import Completion, CompletionRequest, ModelError, ModelSpec
 
 __all__ = ["RustfixModel"]

@@ -32,7 +32,7 @@ from pathlib import Path
 from .. import __version__
 from ..koans import Koan
 from ..results import Outcome
-from ..verifier import Verifier
+from ..verify.verifier import Verifier
 from .artifacts import Artifact, ArtifactStore, artifact_key, records_digest, training_material
 from .leakage import LeakageGuard
 from .lora import TrainConfig, train_lora

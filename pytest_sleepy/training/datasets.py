@@ -17,9 +17,9 @@ from pathlib import Path
 
 from ..koans import Koan
 from ..results import Outcome
-from ..sandbox import Sandbox, Toolchain
+from ..verify.sandbox import Sandbox, Toolchain
 from ..strategies import Strategy
-from ..verifier import VERSION, VerificationCache, Verifier
+from ..verify.verifier import VERSION, VerificationCache, Verifier
 from .leakage import LeakageError, LeakageGuard
 from .records import (dpo_records, koan_from_variant_record, sft_record, variant_record, weight_class_for,
                       write_records)

@@ -109,7 +109,7 @@ from tabulate import tabulate
 
 from ..extraction import extract_code
 from ..koans import Koan
-from ..rustlex import LexError, tokenize
+from ..verify.rustlex import LexError, tokenize
 
 __all__ = [
     "KEYWORDS",

@@ -38,7 +38,7 @@ from ..koans import Koan
 from ..models.base import Message
 from ..results import Outcome
 from ..strategies import StepView, Strategy
-from ..verifier import Verdict
+from ..verify.verifier import Verdict
 
 __all__ = [
     "WEIGHT_CLASSES", "RecordFileError", "weight_class_for", "sft_record", "dpo_records", "WeightedSampler",

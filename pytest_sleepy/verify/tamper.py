@@ -1,0 +1,331 @@
+"""Anti-tamper rules: what a candidate may not write, checked on its tokens before rustc runs.
+
+These rules are the second line of defence. The first is structural (harness.py): a
+test passes only on a proof token the candidate cannot read, the tests call standard
+macros by absolute path and import the prelude by name, and the sandbox hides the
+harness. The rules below refuse what would still let a candidate change how the
+hidden tests compile or behave, or escape the sandbox's intent. Every rule sees the
+tokens as rustc does: raw identifiers are normalised (`r#assert_eq` is `assert_eq`),
+strings and comments are not code, and a macro cannot assemble a forbidden name from
+pieces, because splicing a metavariable into a name position is itself refused.
+
+A candidate is rejected, with the reason "tampering: ...", when it
+
+1. names the hidden test module (`sleepy_hidden_tests`);
+2. reads files or the environment at compile time (`include!`, `include_str!`,
+   `include_bytes!`, `env!`, `option_env!`, `#[path = ...]`);
+3. uses crate-level (inner) attributes other than lint levels (`#![allow(...)]` etc.);
+4. reaches `std::process` (exit, abort, Command) by any path or `use` tree, imports
+   all of `std` with a glob, renames `std`, or uses `extern crate`;
+5. uses `unsafe`, `extern`, inline assembly or linker attributes;
+6. defines a type, trait or module, or a macro, under a standard name (prelude items
+   such as `String` and `Some`, primitive types such as `u64`, the crate names `std`
+   and `core`, standard macros such as `assert_eq`), or imports a non-standard item
+   under such a name. Its own functions would then return a look-alike whose
+   `PartialEq` can lie. A `type` alias of a standard item (`type Result<T> =
+   std::result::Result<T, MyError>;`) and a standard item imported under its own
+   name are accepted: they cannot lie;
+7. uses `cfg(test)` anywhere but on a module, in `cfg_attr`, or in the `cfg!` macro:
+   code that behaves differently under test is hard-coding the answers;
+8. splices a macro metavariable into a path, a macro name, an attribute name or an
+   item name (`std::$m::exit`, `$m!(...)`, `struct $name`), which would let a macro
+   assemble any of the above from innocent pieces.
+
+Each rule is a single pass over the tokens (brackets are matched once, up front), so
+the check is linear in the candidate's size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from .harness import CRATE_NAMES, HIDDEN_TEST_MODULE, PRELUDE_NAMES, PRIMITIVE_TYPES, STD_MACROS
+from .rustlex import LexError, Token, bracket_pairs, tokenize
+
+__all__ = ["HIDDEN_TEST_MODULE", "find_tampering", "normalised_tokens"]
+
+_COMPILE_TIME_READS = {"include", "include_str", "include_bytes", "env", "option_env"}
+_ASSEMBLY = {"asm", "global_asm", "naked_asm"}
+_LINKER_ATTRIBUTES = {"no_mangle", "export_name", "link_section", "link", "link_name", "used"}
+_LINT_LEVELS = {"allow", "warn", "deny", "forbid", "expect"}
+_PROTECTED_TYPES = PRELUDE_NAMES | PRIMITIVE_TYPES | CRATE_NAMES
+_TYPE_KEYWORDS = {"struct", "enum", "union", "trait", "type", "mod"}
+_ITEM_KEYWORDS = _TYPE_KEYWORDS | {"fn", "const", "static"}
+
+
+def find_tampering(code: str | list[Token]) -> str | None:
+    """Return "tampering: <reason>" for the first rule the candidate breaks, else None.
+
+    Code the lexer cannot read is not judged here (it returns None); the verifier
+    refuses such code before compiling it.
+    """
+    if isinstance(code, str):
+        try:
+            code = tokenize(code)
+        except LexError:
+            return None
+    tokens = normalised_tokens(code)
+    pairs = bracket_pairs(tokens)
+    for check in (
+        _names_hidden_module,
+        _reads_at_compile_time,
+        _inner_attributes,
+        _reaches_std_process,
+        _unsafe_or_foreign_code,
+        _shadows_std_names,
+        _cfg_test_outside_module,
+        _splices_metavariables,
+    ):
+        reason = check(tokens, pairs)
+        if reason is not None:
+            return f"tampering: {reason}"
+    return None
+
+
+def normalised_tokens(tokens: list[Token]) -> list[Token]:
+    """The tokens with raw identifiers written as rustc reads them (`r#exit` is `exit`)."""
+    return [replace(t, text=t.text[2:]) if t.kind == "ident" and t.text.startswith("r#") else t for t in tokens]
+
+
+def _at(tokens: list[Token], i: int, *texts: str) -> bool:
+    return all(0 <= i + k < len(tokens) and tokens[i + k].text == t for k, t in enumerate(texts))
+
+
+def _names_hidden_module(tokens, pairs):
+    for t in tokens:
+        if t.kind == "ident" and t.text == HIDDEN_TEST_MODULE:
+            return f"line {t.line}: the candidate names the hidden test module `{HIDDEN_TEST_MODULE}`"
+    return None
+
+
+def _reads_at_compile_time(tokens, pairs):
+    for i, t in enumerate(tokens):
+        if t.kind == "ident" and t.text in _COMPILE_TIME_READS and _at(tokens, i + 1, "!"):
+            return f"line {t.line}: `{t.text}!` reads files or the environment at compile time"
+        if _at(tokens, i, "#", "[", "path"):
+            return f"line {t.line}: `#[path = ...]` loads a module from an arbitrary file"
+    return None
+
+
+def _inner_attributes(tokens, pairs):
+    for i, t in enumerate(tokens):
+        if _at(tokens, i, "#", "!", "["):
+            name = tokens[i + 3].text if i + 3 < len(tokens) else ""
+            if name not in _LINT_LEVELS:
+                return (
+                    f"line {t.line}: crate-level attribute `#![{name}...]` changes how the "
+                    "hidden tests are compiled (only lint levels such as #![allow(...)] are accepted)"
+                )
+    return None
+
+
+def _reaches_std_process(tokens, pairs):
+    i = 0
+    while i < len(tokens):
+        t = tokens[i]
+        if t.text in CRATE_NAMES and _at(tokens, i + 1, "::", "process"):
+            return f"line {t.line}: `std::process` can exit early or spawn programs"
+        if t.text == "extern" and _at(tokens, i + 1, "crate"):
+            return f"line {t.line}: `extern crate` is not allowed"
+        if t.text == "use":
+            end = _statement_end(tokens, i, pairs)
+            for path, alias in _use_paths(tokens, i + 1, end, pairs):
+                reason = _judge_use(path, alias)
+                if reason:
+                    return f"line {t.line}: {reason}"
+            i = end
+        i += 1
+    return None
+
+
+class _Path:
+    """What the rules need of one flattened `use` path, extended in O(1) per segment."""
+
+    __slots__ = ("first", "length", "last", "has_process")
+
+    def __init__(self, first=None, length=0, last=None, has_process=False):
+        self.first, self.length, self.last, self.has_process = first, length, last, has_process
+
+    def extended(self, segment: str) -> "_Path":
+        if segment in ("::", "self"):
+            return self
+        return _Path(self.first or segment, self.length + 1, segment, self.has_process or segment == "process")
+
+
+def _judge_use(path: _Path, alias: str | None) -> str | None:
+    from_std = path.first in CRATE_NAMES
+    if from_std and path.has_process:
+        return "`use` imports from `std::process`"
+    if from_std and path.last == "*" and path.length == 2:
+        return "a glob import of `std` would bring in `std::process`"
+    if from_std and path.length == 1 and alias is not None:
+        return "renaming `std` hides which paths the candidate uses"
+    name = alias if alias is not None else path.last
+    if name in STD_MACROS or name in _PROTECTED_TYPES:
+        if not from_std:
+            return f"imports an item as `{name}`, shadowing the standard one"
+    return None
+
+
+def _use_paths(tokens: list[Token], start: int, end: int, pairs: list[int]) -> list[tuple[_Path, str | None]]:
+    """Flatten the `use` tree in tokens[start:end] into (path, alias) pairs, without
+    recursion (a tree may nest as deep as the candidate likes)."""
+    paths: list[tuple[_Path, str | None]] = []
+    groups = [(start, end, _Path())]
+    while groups:
+        k, stop, prefix = groups.pop()
+        path: _Path | None = prefix
+        extended = False
+        while k < stop:
+            text = tokens[k].text
+            if text == "{":
+                close = pairs[k] if pairs[k] > k else stop
+                if path is not None:
+                    groups.append((k + 1, min(close, stop), path))
+                path, k = None, close + 1
+            elif text == ",":
+                if path is not None and extended:
+                    paths.append((path, None))
+                path, extended, k = prefix, False, k + 1
+            elif text == "as" and k + 1 < stop:
+                if path is not None:
+                    paths.append((path, tokens[k + 1].text))
+                path, k = None, k + 2
+            else:
+                if path is not None:
+                    path, extended = path.extended(text), True
+                k += 1
+        if path is not None and extended:
+            paths.append((path, None))
+    return paths
+
+
+def _unsafe_or_foreign_code(tokens, pairs):
+    for i, t in enumerate(tokens):
+        if t.kind != "ident":
+            continue
+        if t.text == "unsafe":
+            return f"line {t.line}: `unsafe` code is not allowed"
+        if t.text == "extern":
+            return f"line {t.line}: `extern` items are not allowed"
+        if t.text in _ASSEMBLY and _at(tokens, i + 1, "!"):
+            return f"line {t.line}: inline assembly is not allowed"
+        if t.text in _LINKER_ATTRIBUTES and _at(tokens, i - 2, "#", "["):
+            return f"line {t.line}: linker attribute `#[{t.text}]` is not allowed"
+    return None
+
+
+def _shadows_std_names(tokens, pairs):
+    i = 0
+    while i < len(tokens):
+        t = tokens[i]
+        if t.text == "macro_rules" and _at(tokens, i + 1, "!") and i + 2 < len(tokens):
+            name = tokens[i + 2].text
+            if name in STD_MACROS:
+                return f"line {t.line}: defines a macro named `{name}`, shadowing the standard one"
+        if t.text in _TYPE_KEYWORDS and i + 1 < len(tokens) and tokens[i + 1].kind == "ident":
+            name = tokens[i + 1].text
+            if name in _PROTECTED_TYPES:
+                aliases_std, after = _aliases_a_std_item(tokens, i + 2) if t.text == "type" else (False, i)
+                if not aliases_std:
+                    kind = "the primitive type" if name in PRIMITIVE_TYPES else "the standard item"
+                    return f"line {t.line}: defines `{name}`, shadowing {kind}"
+                i = after
+                continue
+        i += 1
+    return None
+
+
+# How each closing token changes the depth of angle brackets, and whether it ends in `=`.
+_ANGLE_CLOSERS = {">": (-1, False), ">>": (-2, False), ">=": (-1, True), ">>=": (-2, True)}
+
+
+def _aliases_a_std_item(tokens: list[Token], i: int) -> tuple[bool, int]:
+    """After `type NAME`: is it `<generics> = std::...` (or `::std`, `core`, `alloc`)?
+    Also returns where the scan stopped, so the caller never scans the same tokens twice."""
+    equals = False
+    if _at(tokens, i, "<"):
+        depth = 0
+        while i < len(tokens):
+            text = tokens[i].text
+            change, equals = _ANGLE_CLOSERS.get(text, (1 if text == "<" else 0, False))
+            depth += change
+            i += 1
+            if depth <= 0:
+                break
+    if not equals:
+        if not _at(tokens, i, "="):
+            return False, i
+        i += 1
+    i += _at(tokens, i, "::")
+    return i < len(tokens) and tokens[i].text in CRATE_NAMES and _at(tokens, i + 1, "::"), i
+
+
+def _cfg_test_outside_module(tokens, pairs):
+    # suspects[k]: how many `test` or `$` tokens come before k, so that asking whether a
+    # bracketed range holds one is O(1) however the brackets nest.
+    suspects = [0]
+    for t in tokens:
+        suspects.append(suspects[-1] + (t.text in ("test", "$")))
+    run_end, on_module = 0, False
+    for i, t in enumerate(tokens):
+        if t.text == "cfg" and _at(tokens, i + 1, "!", "("):
+            if suspects[max(pairs[i + 2], i + 3)] > suspects[i + 3]:
+                return f"line {t.line}: `cfg!(test)` makes code behave differently under test"
+        if not (_at(tokens, i, "#", "[") and i + 2 < len(tokens)):
+            continue
+        if tokens[i + 2].text not in ("cfg", "cfg_attr"):
+            continue
+        close = pairs[i + 1] if pairs[i + 1] > i + 1 else len(tokens)
+        if suspects[close] == suspects[i + 2]:
+            continue
+        if tokens[i + 2].text == "cfg_attr":
+            return f"line {t.line}: `cfg_attr` on `test` makes code behave differently under test"
+        if i >= run_end:
+            # Find what this run of outer attributes stands on, once per run.
+            run_end = close + 1
+            while _at(tokens, run_end, "#", "[") and pairs[run_end + 1] > run_end + 1:
+                run_end = pairs[run_end + 1] + 1
+            after = run_end
+            if _at(tokens, after, "pub", "(") and pairs[after + 1] > after + 1:
+                after = pairs[after + 1] + 1
+            elif _at(tokens, after, "pub"):
+                after += 1
+            on_module = _at(tokens, after, "mod")
+        if not on_module:
+            return f"line {t.line}: `cfg(test)` on something other than a module hard-codes test behaviour"
+    return None
+
+
+def _splices_metavariables(tokens, pairs):
+    for i, t in enumerate(tokens):
+        if t.text != "$" or i + 1 >= len(tokens) or tokens[i + 1].kind != "ident":
+            continue
+        name = tokens[i + 1].text
+        if name == "crate":
+            continue
+        before = tokens[i - 1].text if i > 0 else ""
+        after = tokens[i + 2].text if i + 2 < len(tokens) else ""
+        spliced_into = (
+            "a macro name" if after == "!" or _at(tokens, i - 2, "macro_rules", "!")
+            else "a path" if after == "::" or before == "::"
+            else "an attribute" if _at(tokens, i - 2, "#", "[") or _at(tokens, i - 3, "#", "!", "[")
+            else "an item name" if before in _ITEM_KEYWORDS or before == "as"
+            else None
+        )
+        if spliced_into:
+            return (f"line {t.line}: a macro splices `${name}` into {spliced_into}, which could "
+                    "assemble a forbidden name; write the name out")
+    return None
+
+
+def _statement_end(tokens: list[Token], start: int, pairs: list[int]) -> int:
+    """Index of the `;` that ends the statement starting at start (skipping brackets)."""
+    k = start
+    while k < len(tokens):
+        if tokens[k].text == ";":
+            return k
+        if pairs[k] > k:
+            k = pairs[k]
+        k += 1
+    return len(tokens)

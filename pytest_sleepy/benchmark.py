@@ -66,7 +66,8 @@ class Benchmark:
         """Built on first use: it checks bubblewrap and rustc (and may refuse to run)."""
         if self._verifier is None:
             cache = None if self.settings.cache == "off" else VerificationCache(verdict_cache_dir(self.settings.cache_dir))
-            self._verifier = Verifier(Sandbox(Toolchain.detect(), unsafe_no_sandbox=self.unsafe_no_sandbox), cache)
+            self._verifier = Verifier(Sandbox(Toolchain.detect(), unsafe_no_sandbox=self.unsafe_no_sandbox), cache,
+                                      max_candidate_bytes=self.settings.max_candidate_kib * 1024)
         return self._verifier
 
     def strategy(self, name: str) -> Strategy:

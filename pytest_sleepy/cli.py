@@ -32,8 +32,9 @@ $SLEEPY_ARTIFACTS_DIR or ./.sleepy/artifacts); KEY may be the start of a key.
 
 Every `koans` command takes `--koans DIR` (the corpus; default ./koans), `--no-cache`
 (do not read or write the verification cache), `--cache-dir DIR` (default
-$SLEEPY_CACHE_DIR or ./.sleepy/cache) and `--unsafe-no-sandbox` (run without
-bubblewrap; model-written code then runs with your rights).
+$SLEEPY_CACHE_DIR or ./.sleepy/cache), `--max-candidate-kib N` (refuse larger candidates;
+default 256) and `--unsafe-no-sandbox` (run without bubblewrap; model-written code then
+runs with your rights).
 
 Exit status: 0 success, 1 a check failed (a candidate did not pass, a koan is bad),
 2 bad input or a missing tool, with a message saying what to do.
@@ -66,7 +67,7 @@ from .training.records import RecordFileError, read_records
 from .report import build_report, render, report_dict
 from .rescore import EpisodeFileError, read_episodes, rescore_run
 from .results import RunFile, RunFileError, read_run_file, write_run_file
-from .verify.verifier import VerificationCache, Verifier
+from .verify.verifier import MAX_CANDIDATE_BYTES, VerificationCache, Verifier
 
 __all__ = ["main"]
 
@@ -89,6 +90,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return int(text)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sleepy", description="pytest-sleepy: koans, verification and reports")
     commands = parser.add_subparsers(title="commands")
@@ -100,6 +107,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="verification cache (default: $SLEEPY_CACHE_DIR or ./.sleepy/cache)")
     common.add_argument("--unsafe-no-sandbox", action="store_true",
                         help="run rustc and tests without bubblewrap (model-written code runs with your rights)")
+    common.add_argument("--max-candidate-kib", type=_positive_int, default=MAX_CANDIDATE_BYTES // 1024, metavar="N",
+                        help="refuse candidates larger than N KiB before any work (default: %(default)s)")
 
     koans = commands.add_parser("koans", help="list, show, check, validate and import koans")
     koan_commands = koans.add_subparsers(title="koan commands")
@@ -255,7 +264,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def _verifier(args) -> Verifier:
     cache = None if args.no_cache else VerificationCache(verdict_cache_dir(args.cache_dir or default_cache_dir()))
-    return Verifier(Sandbox(Toolchain.detect(), unsafe_no_sandbox=args.unsafe_no_sandbox), cache)
+    return Verifier(Sandbox(Toolchain.detect(), unsafe_no_sandbox=args.unsafe_no_sandbox), cache,
+                    max_candidate_bytes=args.max_candidate_kib * 1024)
 
 
 def _find(args, koan_id: str) -> Koan:

@@ -25,6 +25,7 @@ or a list); the command line wins. Paths in pyproject.toml are relative to that 
 | matrix           | --sleepy-matrix        | changed   | forgetting matrix rows in the summary: full, changed or off |
 | artifacts-dir    | --sleepy-artifacts-dir | $SLEEPY_ARTIFACTS_DIR or .sleepy/artifacts under the rootdir |
 | retrain          | --sleepy-retrain       | false     | train every artifact again, ignoring the artifact cache |
+| max-candidate-kib | --sleepy-max-candidate-kib | 256  | refuse larger candidates before any work (verdict "too large") |
 
 `[tool.sleepy.train]` holds the training hyperparameters (pytest_sleepy/training/lora.py
 TrainConfig: rank, alpha, dropout, target_modules, steps, lr, batch_size, warmup,
@@ -43,6 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .models.cache import CACHE_MODES
+from .verify.verifier import MAX_CANDIDATE_BYTES
 
 __all__ = ["BenchmarkSettings", "Option", "OPTIONS", "SettingsError", "resolve_settings", "read_tool_table",
            "default_cache_dir", "verdict_cache_dir", "completion_cache_dir"]
@@ -176,6 +178,7 @@ OPTIONS = (
     Option("matrix", "--sleepy-matrix", "changed", _choice(("full", "changed", "off")), "forgetting-matrix rows in the summary: full, changed or off"),
     Option("artifacts-dir", "--sleepy-artifacts-dir", None, _text, "trained adapters (default $SLEEPY_ARTIFACTS_DIR or .sleepy/artifacts)", is_path=True),
     Option("retrain", "--sleepy-retrain", False, _flag, "train every artifact again, ignoring the artifact cache", is_switch=True),
+    Option("max-candidate-kib", "--sleepy-max-candidate-kib", MAX_CANDIDATE_BYTES // 1024, _integer(1), "refuse candidates larger than N KiB before any work"),
 )
 
 
@@ -201,6 +204,7 @@ class BenchmarkSettings:
     matrix: str = "changed"
     artifacts_dir: Path | None = None
     retrain: bool = False
+    max_candidate_kib: int = MAX_CANDIDATE_BYTES // 1024
     train: dict = field(default_factory=dict)  # [tool.sleepy.train], checked where it is used
     feedback: dict = field(default_factory=dict)  # [tool.sleepy.feedback], checked where it is used
     pyproject: Path | None = None  # where [tool.sleepy] came from, for messages and relative paths

@@ -164,19 +164,6 @@ def test_exit_zero_from_a_test_is_refused_as_tampering(strict, koan):
     assert verdict.reason.startswith("tampering: line 3: `std::process`")
 
 
-def test_a_program_that_ends_before_the_tests_report_does_not_pass():
-    from pytest_sleepy.verify.sandbox import SandboxResult
-    from pytest_sleepy.verify.verifier import Verdict, _judge_test_run
-
-    # What an early exit(0) looks like if it ever got past the rules: status 0, but
-    # only the first of two tests reported.
-    run = SandboxResult(returncode=0, stdout="running 2 tests\ntest sleepy_hidden_tests::a ... ok\n",
-                        stderr="", timed_out=False, output_exceeded=False, signal=None, seconds=0.1)
-    verdict = _judge_test_run(Verdict(passed=False, compiled=True, reason=""), run, ("a", "b"), TEST_LIMITS)
-    assert not verdict.passed
-    assert verdict.reason.startswith("hidden tests did not all run (1 of 2 reported passing, exit status 0)")
-
-
 def test_redefining_the_hidden_tests_is_refused(strict, koan):
     fake = candidate("0", "mod sleepy_hidden_tests {\n    #[test]\n    fn sums_prices() {}\n}")
     verdict = strict.verify_candidate(koan, fake)

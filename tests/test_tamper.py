@@ -30,6 +30,26 @@ REJECTED = {
     "cfg(not(test))": ("#[cfg(not(test))]\nfn answer() -> u32 { 42 }", "cfg(test)"),
     "cfg_attr(test)": ("#[cfg_attr(test, derive(PartialEq))]\nstruct S;", "cfg_attr"),
     "inline assembly": ('fn f() { asm!("nop") }', "assembly"),
+    "raw-identifier macro": ("macro_rules! r#assert_eq { ($($t:tt)*) => {}; }", "`assert_eq`"),
+    "raw-identifier process": ("fn f() { std::r#process::exit(0) }", "std::process"),
+    "raw-identifier include_str": ('const K: &str = r#include_str!("x");', "include_str!"),
+    "raw-identifier String": ("pub struct r#String;", "`String`"),
+    "raw-identifier rename": ("use crate::m::Liar as r#Vec;", "`Vec`"),
+    "raw-identifier use of process": ("use std::{io, r#process};", "std::process"),
+    "glob of std inside braces": ("use std::{*};", "glob import"),
+    "renamed std through self": ("use std::{self as s};", "renaming `std`"),
+    "primitive struct": ("struct u64;", "`u64`, shadowing the primitive type"),
+    "primitive alias of a lying type": ("struct Liar;\ntype u32 = Liar;", "`u32`"),
+    "alias of a non-std type": ("struct Liar;\ntype String = Liar;", "`String`"),
+    "crate-local item renamed to a primitive": ("use crate::Liar as usize;", "`usize`"),
+    "module named std": ("mod std { }", "`std`"),
+    "cfg! macro": ("fn f() -> u32 { if cfg!(test) { 1 } else { 2 } }", "cfg!(test)"),
+    "cfg! with not(test)": ("fn f() -> bool { cfg!(not(test)) }", "cfg!(test)"),
+    "metavariable path": ("macro_rules! quit { ($m:ident) => { std::$m::exit(0) }; }", "`$m` into a path"),
+    "metavariable macro name": ('macro_rules! read { ($m:ident) => { $m!("f") }; }', "`$m` into a macro name"),
+    "metavariable item name": ("macro_rules! def { ($n:ident) => { struct $n; }; }", "`$n` into an item name"),
+    "metavariable attribute": ('macro_rules! a { ($n:ident) => { #[$n = "f"] mod m; }; }', "`$n` into an attribute"),
+    "metavariable in cfg": ("macro_rules! c { ($n:ident) => { #[cfg($n)] fn f() {} }; }", "cfg(test)"),
 }
 
 
@@ -49,9 +69,28 @@ ACCEPTED = {
     "own macros": "macro_rules! square { ($x:expr) => { $x * $x }; }\nfn f() -> u32 { square!(3) }",
     "threads": "fn f() { std::thread::spawn(|| 1).join().unwrap(); }",
     "casts": "fn f(x: u8) -> u32 { x as u32 }",
+    "a Result alias of std's Result": "pub struct ClockError;\ntype Result<T> = std::result::Result<T, ClockError>;",
+    "an alias written without spaces": "type Result<T>=::core::result::Result<T,()>;",
+    "std items imported under their own names": "use std::fmt::Result;\nuse std::io::{self, Error as IoError};",
+    "a Drop impl": "struct S;\nimpl Drop for S { fn drop(&mut self) {} }",
+    "metavariables in expressions": "macro_rules! add { ($a:expr, $b:expr) => { $a + $b }; }\nfn f() -> u32 { add!(1, 2) }",
+    "$crate paths": "macro_rules! make { () => { $crate::S }; }\npub struct S;",
+    "the word test outside cfg": "fn test() -> bool { true }\n#[cfg(feature = \"x\")]\nfn g() {}",
+    "raw identifiers that are not forbidden": "fn r#match() -> u32 { 1 }\nfn f() -> u32 { r#match() }",
 }
 
 
 @pytest.mark.parametrize("code", ACCEPTED.values(), ids=ACCEPTED.keys())
 def test_legitimate_code_is_not_called_tampering(code):
     assert find_tampering(code) is None
+
+
+def test_a_deeply_nested_use_tree_is_flattened_without_recursion():
+    depth = 5000
+    code = "use std::" + "{a::" * depth + "process" + "}" * depth + ";"
+    assert "std::process" in find_tampering(code)
+
+
+def test_unlexable_code_is_left_to_the_verifier():
+    # The verifier refuses it before rustc runs (test_verifier); the rules see no tokens.
+    assert find_tampering('fn f() { "unterminated }') is None

@@ -157,3 +157,23 @@ def test_path_dependency_also_builds_without_the_sandbox(toolchain, tmp_path):
     unsandboxed = Verifier(Sandbox(toolchain, unsafe_no_sandbox=True))
     verdict = unsandboxed.verify_candidate(pricing_koan(tmp_path), PRICING_FIX)
     assert verdict.passed, verdict.reason
+
+
+def test_a_candidate_over_the_size_cap_is_refused_before_any_work(sandbox, shop_koan):
+    verifier = Verifier(sandbox, None, max_candidate_bytes=1024)
+    verdict = verifier.verify_candidate(shop_koan, shop_koan.fixed + "// " + "x" * 1024)
+    assert not verdict.passed and not verdict.compiled and verdict.compile_seconds == 0
+    assert verdict.reason.startswith("too large: the candidate is 1,") and "limit of 1,024" in verdict.reason
+
+
+def test_a_koan_without_hidden_tests_can_never_pass(verifier):
+    koan = make_koan(tests="fn helper() -> u32 { 1 }")
+    verdict = verifier.verify_candidate(koan, koan.fixed)
+    assert not verdict.passed and verdict.tests_total == 0
+    assert verdict.reason.startswith("the koan has no hidden tests")
+
+
+def test_code_the_lexer_cannot_read_is_refused_before_rustc(verifier, shop_koan):
+    verdict = verifier.verify_candidate(shop_koan, 'pub fn total(items: Vec<u32>) -> u32 { "open')
+    assert not verdict.passed and verdict.compile_seconds == 0
+    assert verdict.reason == "does not compile: line 1: unterminated string literal"

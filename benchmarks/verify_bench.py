@@ -14,6 +14,14 @@ answering from a warm cache. The methods alternate koan by koan so that drift in
 machine's speed hits all of them alike. Medians are printed with the ratios the
 project's targets are stated in: (b)/(c) <= 1.2, (a)/(b) >= 2.5, (d)/(c) < 0.5,
 (e) <= 5 ms per koan.
+
+Last, the host-side checks (size cap, lexer, tamper rules: `Verifier.screen`), which run
+in the pytest process before any sandbox: (f) on a 1 MiB candidate built from the
+inputs that used to be slow (runs of `use` tokens, deep nesting, long runs of
+attributes, raw identifiers), with the size cap lifted so that every check runs, and
+(g) on every koan's reference fix. The ratio (f)/(g), divided by the ratio of their
+sizes, is near 1 when the checks are linear. (h) is the same 1 MiB candidate under the
+default cap, which refuses it unread.
 """
 
 from __future__ import annotations
@@ -30,7 +38,7 @@ from pathlib import Path
 
 from pytest_sleepy.koans import load_corpus
 from pytest_sleepy.verify.sandbox import Sandbox, Toolchain
-from pytest_sleepy.verify.verifier import VerificationCache, Verifier
+from pytest_sleepy.verify.verifier import MAX_CANDIDATE_BYTES, VerificationCache, Verifier
 
 HARNESS = "\n#[cfg(test)]\nmod sleepy_hidden_tests {{\nuse super::*;\n{tests}\n}}\n"
 
@@ -116,7 +124,41 @@ def main() -> int:
     print(f"(a)/(b) = {median['a'] / median['b']:.2f}   target >= 2.5")
     print(f"(d)/(c) = {median['d'] / median['c']:.2f}   target <  0.5")
     print(f"(e)     = {median['e'] * 1000:.2f} ms   target <= 5 ms")
+    print()
+    host_side_checks(sandbox, koans)
     return 0
+
+
+def adversarial_candidate(size: int) -> str:
+    """Clean code (no rule fires, so every check reads all of it) made of what used to
+    make the host-side checks slow."""
+    quarter = size // 4
+    pieces = [
+        "#[cfg(test)]\n" * (quarter // 13) + "mod m {}\n",
+        "fn f() -> u32 { " + "(" * (quarter // 2) + "1" + ")" * (quarter // 2) + " }\n",
+        "fn g() { " + "let r#a = 1; " * (quarter // 13) + "}\n",
+        "use a::{" * (quarter // 8) + "b" + "}" * (quarter // 8) + ";\n",
+    ]
+    code = "".join(pieces)
+    return code + "use " * ((size - len(code)) // 4)
+
+
+def host_side_checks(sandbox, koans, rounds: int = 3) -> None:
+    big = adversarial_candidate(1024 * 1024)
+    lifted = Verifier(sandbox, None, max_candidate_bytes=2 * len(big))
+    capped = Verifier(sandbox, None)
+    koan = koans[0]
+    if lifted.screen(koan, big) is not None:
+        raise RuntimeError(f"the adversarial candidate was refused: {lifted.screen(koan, big).reason}")
+    f = min(timed(lifted.screen, koan, big) for _ in range(rounds))
+    g = statistics.median(min(timed(lifted.screen, k, k.fixed) for _ in range(rounds)) for k in koans)
+    h = min(timed(capped.screen, koan, big) for _ in range(rounds))
+    normal_size = statistics.median(len(k.fixed.encode()) for k in koans)
+    print(f"(f) host-side checks, 1 MiB adversarial candidate, cap lifted   {f * 1000:9.1f} ms")
+    print(f"(g) host-side checks, a koan's reference fix (median {normal_size / 1024:.1f} KiB) {g * 1000:9.2f} ms")
+    print(f"(h) 1 MiB candidate under the default cap ({MAX_CANDIDATE_BYTES // 1024} KiB)       {h * 1000:9.3f} ms")
+    print(f"(f)/(g) = {f / g:.0f}; size ratio {len(big) / normal_size:.0f}; "
+          f"per byte {(f / len(big)) / (g / normal_size):.2f} (1 = linear)")
 
 
 def _checked(verifier: Verifier, koan, code: str, should_pass: bool) -> None:

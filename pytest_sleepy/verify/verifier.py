@@ -84,7 +84,7 @@ class Verifier:
         self.max_candidate_bytes = max_candidate_bytes
 
     def verify_candidate(self, koan: Koan, code: str) -> Verdict:
-        refused = self._screen(koan, code)
+        refused = self.screen(koan, code)
         if refused is not None:
             return refused
         key = self.cache_key(koan, code) if self.cache else None
@@ -100,8 +100,9 @@ class Verifier:
             self.cache.put(key, verdict)
         return verdict
 
-    def _screen(self, koan: Koan, code: str) -> Verdict | None:
-        """The checks made on the host before anything runs; each is linear in the size."""
+    def screen(self, koan: Koan, code: str) -> Verdict | None:
+        """The checks made on the host before anything runs (None: go on); each is linear in
+        the size of the candidate."""
         size = len(code.encode("utf-8", "surrogatepass"))
         if size > self.max_candidate_bytes:
             return Verdict(passed=False, compiled=False, reason=(

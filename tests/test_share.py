@@ -712,3 +712,75 @@ def test_lora_factors_scale_and_ingest():
     assert torch.equal(b, B * 2.0) and torch.equal(a, A) and a is not A
     with pytest.raises(ValueError):
         LoraFactors(B, A, alpha=8.0, rank=3)
+
+
+# -- Phase 3 at the default configuration (tau applies to Phase 1 only) --------------------
+
+
+def _zero_task(share: ShareModel) -> dict[str, ExpandedFactors]:
+    return {
+        name: ExpandedFactors(torch.zeros(layer.d_out, 8), torch.zeros(8, layer.d_in),
+                              torch.zeros(layer.d_out, 0), torch.zeros(layer.d_in, 0))
+        for name, layer in share.layers.items()
+    }
+
+
+def test_merging_a_zero_task_at_the_default_config_changes_no_old_task():
+    share = phase1(synthetic(n=5, r=8), ShareConfig())
+    merged = merge(share, "nothing", _zero_task(share))
+    for name, layer in merged.layers.items():
+        assert (layer.k_beta, layer.k_alpha) == (share.layers[name].k_beta, share.layers[name].k_alpha)
+        for task in share.tasks:
+            assert rel(layer.delta_w(task), share.layers[name].delta_w(task)) < 1e-5
+
+
+def test_sequential_merges_at_the_default_config_keep_every_task_when_the_rank_fits():
+    adapters = synthetic(n=7, r=8)
+    names = list(adapters)
+    share = phase1({t: adapters[t] for t in names[:3]}, ShareConfig())
+    for task in names[3:]:
+        share = merge(share, task, expanded_from_lora(share, adapters[task]))
+    reference = phase1({t: adapters[t] for t in names[:3]}, ShareConfig())
+    for name, layer in share.layers.items():
+        assert layer.k_beta <= share.config.k_max
+        for task in names[:3]:  # Phase-1 tasks: exactly their Phase-1 reconstruction
+            assert rel(layer.delta_w(task), reference.layers[name].delta_w(task)) < 1e-5
+        for task in names[3:]:  # merged tasks: their best rank-p approximation
+            full = adapters[task][name].delta_w().double()
+            U, S, Vh = torch.linalg.svd(full)
+            best = U[:, :R] @ torch.diag(S[:R]) @ Vh[:R]
+            assert rel(layer.delta_w(task), best) < 1e-5
+
+
+def _balanced_tail(delta_ws: list[torch.Tensor], k: int) -> tuple[float, float]:
+    """sqrt of the energy beyond k of [F_1 ... F_t] and [G_1 ... G_t], F_i G_i^T = dW_i balanced."""
+    tails = []
+    for side in (0, 1):
+        blocks = []
+        for dw in delta_ws:
+            U, S, Vh = torch.linalg.svd(dw.double(), full_matrices=False)
+            blocks.append((U if side == 0 else Vh.T) * S.sqrt())
+        sigma = torch.linalg.svdvals(torch.cat(blocks, dim=1))
+        tails.append(float(sigma[k:].square().sum().sqrt()))
+    return tails[0], tails[1]
+
+
+def test_a_merge_over_k_max_loses_at_most_the_documented_bound():
+    config = ShareConfig(k_max=6, p=R)
+    adapters = synthetic(n=4)
+    share = phase1({t: adapters[t] for t in list(adapters)[:2]}, config)
+    merged = merge(share, "task2", expanded_from_lora(share, adapters["task2"]))
+    for name, layer in merged.layers.items():
+        assert layer.k_beta == 6 and layer.k_alpha == 6
+        before = [share.layers[name].delta_w(t).double() for t in share.tasks]
+        before.append(_rank_p(adapters["task2"][name]))  # a rank-p LoRA: its dW exactly
+        tail_beta, tail_alpha = _balanced_tail(before, config.k_max)
+        assert tail_beta > 0  # the stack really does not fit
+        for task, dw in zip(merged.tasks, before):
+            bound = float(torch.linalg.matrix_norm(dw, ord=2).sqrt()) * (tail_beta + tail_alpha)
+            assert float((layer.delta_w(task).double() - dw).norm()) <= bound * (1 + 1e-6) + 1e-9
+
+
+def _rank_p(factors: LoraFactors) -> torch.Tensor:
+    U, S, Vh = torch.linalg.svd(factors.delta_w().double())
+    return U[:, :R] @ torch.diag(S[:R]) @ Vh[:R]

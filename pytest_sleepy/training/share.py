@@ -28,6 +28,7 @@ Phase 3 (``merge``): every task's dW lies in ``span[beta, beta_tmp] x span[alpha
 alpha_tmp]``; with ``Q = orth[beta, beta_tmp]`` the SVD of the small matrix
 ``Q^T [B_hat_1 ... B_hat_t]`` gives ``beta' = Q U_k`` (same for alpha), and every task,
 the new one with its FULL expanded factors, is re-projected (rank-p core as in Phase 1).
+tau applies to Phase 1 only: the merge keeps ``k = min(k_max, rank)`` (see ``merge``).
 
 Inference: ``export_task`` (a rank-p peft LoRA, ``lora_alpha = p`` so its scale is 1),
 ``average`` (average of the cores, i.e. of the dW, refactored to rank p'),
@@ -364,6 +365,15 @@ def _subspace(X: Tensor, config: ShareConfig) -> Tensor:
     return torch.cat([U, r / r.norm()], dim=1)
 
 
+def _leading_directions(X: Tensor, k_max: int) -> Tensor:
+    """The top ``min(k_max, numerical rank)`` left singular vectors of ``X`` (fp64):
+    the merge's basis, with no explained-variance cut (see ``merge``)."""
+    if X.shape[1] == 0:
+        return X.new_zeros((X.shape[0], 0))
+    U, S, _ = torch.linalg.svd(X, full_matrices=False)
+    return U[:, : min(k_max, _numerical_rank(S, X.shape))]
+
+
 def _core_of(beta: Tensor, alpha: Tensor, B: Tensor, A: Tensor) -> Tensor:
     """``(beta^T B)(alpha^T A^T)^T`` = ``beta^T B A alpha`` (fp64)."""
     return (beta.T @ B) @ (alpha.T @ A.T).T
@@ -464,9 +474,21 @@ def merge(
 
     Per module: ``Q_beta = orth[beta, beta_tmp]``, every task's dW written in Q
     coordinates (the new task's from its full expanded factors), each task's canonical
-    balanced B-factor stacked, ``beta' = Q_beta U_k`` from the SVD of that small stack
-    (k by ``config``: tau, k_max, centring), same for alpha, then every task re-projected
-    to rank p. ``config`` defaults to the share's.
+    balanced B-factor stacked, ``beta' = Q_beta U_k`` from the SVD of that small stack,
+    same for alpha, then every task re-projected to rank p. ``config`` defaults to the
+    share's.
+
+    ``k = min(k_max, rank of the stack)``: no tau and no centring here. The factors are
+    already truncated (tau chose Phase 1's directions); cutting 1 - tau of their energy
+    again at every merge would erase the earlier tasks a little more each time. So
+    while the stack's rank fits under ``k_max`` the merge is lossless for every earlier
+    task. When it does not, the top ``k_max`` directions are kept and each task ``i``
+    loses at most ``||dW_i - dW_i'||_F <= sqrt(||dW_i||_2) (t_beta + t_alpha)``, where
+    ``t`` is the root of the energy beyond ``k_max`` of the stacked balanced factors
+    ``[F_1 ... F_t]`` (``[G_1 ... G_t]``), ``F_i G_i^T = dW_i``, ``||F_i||_2 = ||G_i||_2 =
+    sqrt(||dW_i||_2)``: projecting both sides costs ``||(I - P)F_i||_F ||G_i||_2 +
+    ||F_i||_2 ||(I - P)G_i||_F``, and the projected dW still has rank p, so the rank-p
+    re-projection adds nothing.
     """
     config = config or share.config
     if task in share.tasks:
@@ -487,8 +509,8 @@ def merge(
         }
         cores[task] = _core_of(q_beta, q_alpha, _f64(new.B), _f64(new.A))
         factors = _balanced(torch.stack(list(cores.values())))
-        u_beta = _subspace(torch.cat([f[0] for f in factors], dim=1), config)
-        u_alpha = _subspace(torch.cat([f[1] for f in factors], dim=1), config)
+        u_beta = _leading_directions(torch.cat([f[0] for f in factors], dim=1), config.k_max)
+        u_alpha = _leading_directions(torch.cat([f[1] for f in factors], dim=1), config.k_max)
         new_beta = _fix_signs(q_beta @ u_beta)[0].float().contiguous()
         new_alpha = _fix_signs(q_alpha @ u_alpha)[0].float().contiguous()
         back_b, back_a = _f64(new_beta).T @ q_beta, _f64(new_alpha).T @ q_alpha

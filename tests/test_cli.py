@@ -80,7 +80,14 @@ def test_check_of_an_unknown_koan_is_a_usage_error(capsys, corpus, tmp_path):
 
 def test_unreadable_candidate_file_is_named(capsys, corpus, tmp_path):
     status, _, err = run(capsys, "koans", "check", "shop_001", str(tmp_path / "missing.rs"), "--koans", str(corpus))
-    assert status == 2 and "cannot read candidate file" in err and "missing.rs" in err
+    assert status == 2 and "cannot read the candidate file" in err and "missing.rs" in err
+
+
+def test_a_candidate_file_that_is_not_utf8_is_named(capsys, corpus, tmp_path):
+    candidate = tmp_path / "latin1.rs"
+    candidate.write_bytes("// caf\xe9\npub fn f() {}".encode("latin-1"))
+    status, _, err = run(capsys, "koans", "check", "shop_001", str(candidate), "--koans", str(corpus))
+    assert status == 2 and "latin1.rs is not UTF-8 (byte 6); save it as UTF-8" in err
 
 
 def test_bad_koan_file_is_reported_with_file_and_field(capsys, corpus):

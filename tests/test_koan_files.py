@@ -50,6 +50,19 @@ def test_toml_syntax_error_names_the_file_and_line(tmp_path):
         load_koan(path)
 
 
+def test_a_koan_file_that_is_not_utf8_is_named(tmp_path):
+    path = tmp_path / "latin1.toml"
+    path.write_bytes(VALID.replace("bc_900", "bc_9\xe9").encode("latin-1"))
+    with pytest.raises(KoanFileError, match=r"latin1\.toml: is not UTF-8 \(byte \d+\); save the file as UTF-8"):
+        load_koan(path)
+
+
+def test_a_families_file_that_is_not_utf8_is_named(tmp_path):
+    (tmp_path / "families.toml").write_bytes('extra = "caf\xe9"'.encode("latin-1"))
+    with pytest.raises(CorpusError, match=r"families\.toml: is not UTF-8"):
+        load_corpus(tmp_path)
+
+
 def test_missing_tests_is_refused_with_advice(tmp_path):
     text = VALID.split("tests =")[0]
     with pytest.raises(KoanFileError, match=r"k\.toml: field 'tests': missing; every koan needs hidden #\[test\]"):

@@ -94,6 +94,15 @@ def test_a_broken_koan_file_is_a_collection_error_naming_file_and_field(bench):
     assert result.ret == pytest.ExitCode.INTERRUPTED  # collection errors stop the run
 
 
+def test_a_koan_file_that_is_not_utf8_is_a_collection_error_naming_the_file(bench):
+    broken = bench.path / "koans" / "borrow_checker" / "bc_003.toml"
+    broken.write_bytes(broken.read_bytes().replace(b"title = ", b"title = \"\xe9\" # "))
+    result = bench.runpytest("-q", "-k", "bc_001")
+    result.stdout.fnmatch_lines(["*bc_003.toml: is not UTF-8 (byte *); save the file as UTF-8*"])
+    assert "Traceback" not in result.stdout.str()
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+
+
 # -- usage errors ---------------------------------------------------------------------
 
 

@@ -172,7 +172,8 @@ def _rust_string(text: str) -> str:
 # The private module that holds the tokens and delivers proofs. Every path is absolute
 # and no trait of the candidate is in scope here, so its names cannot change what this
 # code calls.
-_HARNESS_MODULE = f"""mod {_HARNESS} {{
+_HARNESS_MODULE = f"""#[allow(dead_code)]
+mod {_HARNESS} {{
     static TOKENS: ::std::sync::OnceLock<::std::vec::Vec<(::std::string::String, ::std::string::String)>> =
         ::std::sync::OnceLock::new();
 

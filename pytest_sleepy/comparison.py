@@ -6,23 +6,34 @@ run is compared with the baseline's strategy of the same name, or, when the base
 does not hold it, with the baseline's `baseline` strategy (its first strategy if it
 has no `baseline`); `Reference.note` says so.
 
-A koan's state in one run is its pass rate over its samples. With one sample a koan
-is gained (failed -> solved) or lost (solved -> failed). With several, a change must be
-significant: a loss is a one-sided Fisher exact test of a drop at `alpha`, a gain the
-same test of a rise; anything else keeps its state, which is "passing" when the koan
-was solved in at least half its samples. Koans whose content changed since the
-baseline (their digest differs) and koans new since the baseline are never gains or
-losses: they are listed apart.
+A koan's state in one run is its pass rate over its samples; it is "passing" when the
+koan was solved in at least half its samples. With one sample a koan is gained (failed
+-> solved) or lost (solved -> failed). With several, a gain or loss counts only when it
+is significant: a loss is a one-sided Fisher exact test of a drop at `alpha`, a gain
+the same test of a rise. A koan whose state flipped without a significant change is
+shown as it is, "lost (not significant)" or "gained (not significant)", never as kept.
+Koans whose content changed since the baseline (their digest differs) and koans new
+since the baseline are never gains or losses: they are listed apart.
+
+Too few samples for any single koan: with n samples on each side, the smallest
+one-sided Fisher p a koan can reach (all n passed, then none) is 1 / C(2n, n): 1/6 for
+2 samples, 1/20 = 0.05 for 3, 1/70 for 4. When that is not below `alpha`, no koan can
+ever count as gained or lost, and the gate says so and decides instead by the paired
+sign test over koans (`strategy_sign_test`): the koans whose pass rate fell against
+those whose rate rose, exact two-sided.
 
 The gate (`--sleepy-gate`): `any` fails on any loss; `significant` fails only when a
 strategy's losses outnumber its gains and the exact McNemar test on the two counts
-gives p < alpha. `--sleepy-fail-under` adds a floor on each strategy's pass rate, and
-items that errored always fail the gate (their numbers are unknown).
+gives p < alpha. When per-koan changes cannot be significant (above), both fail only
+when the sign test finds a significant fall. `--sleepy-fail-under` adds a floor on each
+strategy's pass rate, and items that errored always fail the gate (their numbers are
+unknown).
 
 The forgetting matrix: rows are koans, the first column is the reference (the
 baseline's reference strategy, or without a baseline this run's first strategy) and
 then one column per strategy (or strategy:variant). Cells: `P` kept passing, `.` kept
-failing, `+` gained, `-` lost, `~` koan changed or new (not compared), blank not run.
+failing, `+` gained, `-` lost, `+?` gained (not significant), `-?` lost (not
+significant), `~` koan changed or new (not compared), blank not run.
 """
 
 from __future__ import annotations
@@ -36,10 +47,17 @@ from .stats import exact_mcnemar, fisher_drop
 __all__ = [
     "KoanState", "KoanChange", "Reference", "Mismatch", "BaselineComparison", "ForgettingMatrix",
     "GateResult", "evaluate_gate", "koan_states", "forgetting_matrix", "baseline_columns", "GAIN", "LOSS", "KEPT_PASS",
-    "KEPT_FAIL", "NOT_COMPARED",
+    "KEPT_FAIL", "NOT_COMPARED", "GAIN_NOT_SIGNIFICANT", "LOSS_NOT_SIGNIFICANT", "SYMBOL_NAMES",
+    "smallest_koan_p", "koan_changes_can_be_significant", "strategy_sign_test", "SignTest",
 ]
 
 KEPT_PASS, KEPT_FAIL, GAIN, LOSS, NOT_COMPARED = "P", ".", "+", "-", "~"
+GAIN_NOT_SIGNIFICANT, LOSS_NOT_SIGNIFICANT = "+?", "-?"
+SYMBOL_NAMES = {
+    KEPT_PASS: "kept passing", KEPT_FAIL: "kept failing", GAIN: "gained", LOSS: "lost",
+    GAIN_NOT_SIGNIFICANT: "gained (not significant)", LOSS_NOT_SIGNIFICANT: "lost (not significant)",
+    NOT_COMPARED: "koan changed or new (not compared)",
+}
 
 
 @dataclass(frozen=True)
@@ -88,7 +106,37 @@ def change_between(before: KoanState | None, after: KoanState, alpha: float) -> 
         return LOSS, drop
     if rise < alpha:
         return GAIN, rise
+    if before.passing != after.passing:
+        return (GAIN_NOT_SIGNIFICANT if after.passing else LOSS_NOT_SIGNIFICANT), min(drop, rise)
     return (KEPT_PASS if after.passing else KEPT_FAIL), min(drop, rise)
+
+
+def smallest_koan_p(before_total: int, after_total: int) -> float:
+    """The smallest one-sided Fisher p one koan can reach with these sample counts."""
+    return fisher_drop(before_total, before_total, 0, after_total)
+
+
+def koan_changes_can_be_significant(changes: list["KoanChange"], alpha: float) -> bool:
+    """False when, at these sample counts, no compared koan could ever count as gained or lost."""
+    compared = [c for c in changes if c.before is not None and c.symbol != NOT_COMPARED]
+    return any(c.before.total == c.after.total == 1 or smallest_koan_p(c.before.total, c.after.total) < alpha
+               for c in compared) or not compared
+
+
+@dataclass(frozen=True)
+class SignTest:
+    """The paired strategy-level test: koans whose pass rate fell and rose, exact."""
+
+    down: int
+    up: int
+    p_value: float
+
+
+def strategy_sign_test(changes: list["KoanChange"]) -> SignTest:
+    compared = [c for c in changes if c.before is not None and c.symbol != NOT_COMPARED]
+    down = sum(c.after.rate < c.before.rate for c in compared)
+    up = sum(c.after.rate > c.before.rate for c in compared)
+    return SignTest(down, up, exact_mcnemar(up, down))
 
 
 @dataclass(frozen=True)
@@ -209,6 +257,16 @@ def _short(value) -> str:
     return "-" if value is None else str(value)
 
 
+def too_few_samples(changes: list[KoanChange], alpha: float) -> str:
+    """The plain statement of why no single koan's change can be significant."""
+    compared = [c for c in changes if c.before is not None and c.symbol != NOT_COMPARED]
+    before = max(c.before.total for c in compared)
+    after = max(c.after.total for c in compared)
+    samples = f"{after} samples" if before == after else f"{before} and {after} samples"
+    return (f"with {samples} per koan no single koan's change can be significant (the smallest one-sided "
+            f"Fisher p is {smallest_koan_p(before, after):.3g}, not below alpha {alpha:g})")
+
+
 @dataclass
 class GateResult:
     passed: bool
@@ -226,6 +284,17 @@ def evaluate_gate(outcomes: list[Outcome], comparison: BaselineComparison | None
         result.lines.append(f"FAIL: {len(errors)} item(s) errored; their results are unknown")
     if comparison is not None:
         for ref in comparison.references:
+            changes = [c for c in comparison.changes if c.strategy == ref.strategy]
+            if not koan_changes_can_be_significant(changes, alpha):
+                test = strategy_sign_test(changes)
+                failing = test.p_value < alpha and test.down > test.up
+                verdict = "significant" if failing else "not significant"
+                result.lines.append(
+                    f"{'FAIL' if failing else 'ok'}: {ref.strategy}: {too_few_samples(changes, alpha)}; the paired "
+                    f"sign test over koans decides: {test.down} koan(s) fell, {test.up} rose against the baseline's "
+                    f"{ref.baseline_strategy} (p = {test.p_value:.3g}, {verdict} at alpha {alpha:g}; gate: {gate})")
+                result.passed &= not failing
+                continue
             losses = comparison.of(ref.strategy, LOSS)
             gains = comparison.of(ref.strategy, GAIN)
             p = exact_mcnemar(len(gains), len(losses))
@@ -256,7 +325,8 @@ class ForgettingMatrix:
         return self.cells.get((koan, column), "")
 
     def changed_rows(self) -> list[str]:
-        return [k for k in self.koans if any(self.cell(k, c) in (GAIN, LOSS) for c in self.columns[1:])]
+        changed = (GAIN, LOSS, GAIN_NOT_SIGNIFICANT, LOSS_NOT_SIGNIFICANT)
+        return [k for k in self.koans if any(self.cell(k, c) in changed for c in self.columns[1:])]
 
     def totals(self) -> dict[str, Counter]:
         return {c: Counter(self.cell(k, c) for k in self.koans if self.cell(k, c)) for c in self.columns}

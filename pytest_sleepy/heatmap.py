@@ -15,13 +15,15 @@ grey, or by a colour-blind reader). The colours come from the Okabe-Ito palette:
     P  kept passing   muted green (a light Okabe-Ito bluish green)
     .  kept failing   light grey
     +  gained         blue, white symbol
+    +? gained, not significant (samples > 1)   sky blue
     -  lost           vermillion, white symbol
+    -? lost, not significant (samples > 1)     orange
     ~  not compared   yellow, hatched (the koan changed since the baseline, or is new)
        not run        white, no symbol
 
 In the reference column `P` and `.` are simply the reference's passing and failing
 koans. Under the grid one row per symbol counts each column's P, +, - and . cells (and
-~ when any column has one), over all the matrix's koans even when `rows="changed"`
++?, -? and ~ when any column has one), over all the matrix's koans even when `rows="changed"`
 shows fewer (a note says so); a legend sits to the right of the grid.
 """
 
@@ -29,7 +31,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .comparison import GAIN, KEPT_FAIL, KEPT_PASS, LOSS, NOT_COMPARED, ForgettingMatrix
+from .comparison import (GAIN, GAIN_NOT_SIGNIFICANT, KEPT_FAIL, KEPT_PASS, LOSS, LOSS_NOT_SIGNIFICANT, NOT_COMPARED,
+                         SYMBOL_NAMES, ForgettingMatrix)
 
 __all__ = ["PlotsUnavailable", "draw_heatmap", "CATEGORIES", "NOT_RUN"]
 
@@ -37,14 +40,18 @@ NOT_RUN = ""
 
 # symbol -> (legend name, fill colour, symbol colour, hatch)
 CATEGORIES: dict[str, tuple[str, str, str, str]] = {
-    KEPT_PASS: ("kept passing", "#A6DCC8", "#1A1A1A", ""),
-    KEPT_FAIL: ("kept failing", "#DDDDDD", "#1A1A1A", ""),
-    GAIN: ("gained", "#0072B2", "#FFFFFF", ""),
-    LOSS: ("lost", "#D55E00", "#FFFFFF", ""),
+    KEPT_PASS: (SYMBOL_NAMES[KEPT_PASS], "#A6DCC8", "#1A1A1A", ""),
+    KEPT_FAIL: (SYMBOL_NAMES[KEPT_FAIL], "#DDDDDD", "#1A1A1A", ""),
+    GAIN: (SYMBOL_NAMES[GAIN], "#0072B2", "#FFFFFF", ""),
+    GAIN_NOT_SIGNIFICANT: (SYMBOL_NAMES[GAIN_NOT_SIGNIFICANT], "#56B4E9", "#1A1A1A", ""),
+    LOSS: (SYMBOL_NAMES[LOSS], "#D55E00", "#FFFFFF", ""),
+    LOSS_NOT_SIGNIFICANT: (SYMBOL_NAMES[LOSS_NOT_SIGNIFICANT], "#E69F00", "#1A1A1A", ""),
     NOT_COMPARED: ("not compared (changed or new)", "#F0E442", "#1A1A1A", "///"),
     NOT_RUN: ("not run", "#FFFFFF", "#1A1A1A", ""),
 }
 TOTAL_SYMBOLS = (KEPT_PASS, GAIN, LOSS, KEPT_FAIL)
+# Total rows drawn only when some column has the symbol.
+OCCASIONAL_SYMBOLS = (GAIN_NOT_SIGNIFICANT, LOSS_NOT_SIGNIFICANT, NOT_COMPARED)
 
 DPI = 150
 CELL_W = 0.95  # inches per column
@@ -104,8 +111,7 @@ def draw_heatmap(matrix: ForgettingMatrix, path, *, title: str = "", rows: str =
 
     totals = matrix.totals()
     total_symbols = list(TOTAL_SYMBOLS)
-    if any(totals[c][NOT_COMPARED] for c in columns):
-        total_symbols.append(NOT_COMPARED)
+    total_symbols += [s for s in OCCASIONAL_SYMBOLS if any(totals[c][s] for c in columns)]
     n_rows, n_cols = len(koans), len(columns)
     gap = 0.6  # rows of space between the grid and the totals
     total_top = n_rows + gap

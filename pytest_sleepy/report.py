@@ -11,17 +11,20 @@ from dataclasses import dataclass, field
 
 from tabulate import tabulate
 
-from .comparison import (GAIN, KEPT_FAIL, KEPT_PASS, LOSS, NOT_COMPARED, BaselineComparison, ForgettingMatrix,
-                         GateResult, evaluate_gate, forgetting_matrix)
+from .comparison import (GAIN, GAIN_NOT_SIGNIFICANT, KEPT_FAIL, KEPT_PASS, LOSS, LOSS_NOT_SIGNIFICANT, NOT_COMPARED,
+                         SYMBOL_NAMES, BaselineComparison, ForgettingMatrix, GateResult, evaluate_gate,
+                         forgetting_matrix, koan_changes_can_be_significant, too_few_samples)
 from .continual import AccuracyMatrix, Curriculum, accuracy_matrix, render_continual
 from .results import ERROR, Outcome, RunFile, RunSummary
 from .stats import exact_mcnemar
 
 __all__ = ["RunReport", "build_report", "render", "render_summary", "report_dict", "MATRIX_LEGEND"]
 
-MATRIX_LEGEND = ("P kept passing, . kept failing, + gained, - lost, ~ koan changed or new (not compared), "
-                 "blank not run; with samples, + and - need a significant change (one-sided Fisher exact), "
-                 "and otherwise P and . give this run's state (solved in at least half the samples)")
+MATRIX_LEGEND = (", ".join(f"{symbol} {name}" for symbol, name in SYMBOL_NAMES.items()) + ", blank not run; "
+                 "with samples, + and - need a significant change (one-sided Fisher exact); a koan whose state "
+                 "(solved in at least half the samples) flipped without one is +? or -?")
+# The order in which matrix totals and count columns list the symbols.
+_SYMBOL_ORDER = (KEPT_PASS, GAIN, GAIN_NOT_SIGNIFICANT, LOSS, LOSS_NOT_SIGNIFICANT, KEPT_FAIL, NOT_COMPARED)
 
 
 @dataclass
@@ -190,17 +193,24 @@ def _comparison_table(summary: RunSummary, style: _Style) -> str:
 def _baseline_sections(comparison: BaselineComparison, style: _Style) -> list[str]:
     sections = []
     rows = []
+    underpowered = []
     for ref in comparison.references:
-        count = {symbol: len(comparison.of(ref.strategy, symbol)) for symbol in (KEPT_PASS, KEPT_FAIL, GAIN, LOSS, NOT_COMPARED)}
+        count = {symbol: len(comparison.of(ref.strategy, symbol)) for symbol in _SYMBOL_ORDER}
         p = exact_mcnemar(count[GAIN], count[LOSS])
         verdict = "significant" if p < comparison.alpha else "not significant"
         rows.append([ref.strategy, ref.baseline_strategy, count[KEPT_PASS], count[KEPT_FAIL], count[GAIN], count[LOSS],
-                     count[NOT_COMPARED], f"{p:.3g}", verdict])
+                     count[GAIN_NOT_SIGNIFICANT], count[LOSS_NOT_SIGNIFICANT], count[NOT_COMPARED], f"{p:.3g}", verdict])
+        changes = [c for c in comparison.changes if c.strategy == ref.strategy]
+        if not koan_changes_can_be_significant(changes, comparison.alpha):
+            underpowered.append(f"{ref.strategy}: {too_few_samples(changes, comparison.alpha)}, so its gains and "
+                                "losses stay 0 and the gate uses the paired sign test over koans (see the gate)")
     head = style.heading(f"against the baseline run {comparison.baseline.run_id}")
     table = style.table(rows, ["strategy", "baseline's", "kept passing", "kept failing", "gains", "losses",
-                               "not compared", "p (exact McNemar)", f"at alpha {comparison.alpha:g}"])
+                               "gained (n.s.)", "lost (n.s.)", "not compared", "p (exact McNemar)",
+                               f"at alpha {comparison.alpha:g}"])
     lines = [head, table, *([""] if style.markdown else [])]
     lines += [style.item(f"note: {ref.note}") for ref in comparison.references if ref.note]
+    lines += [style.item(f"note: {text}") for text in underpowered]
     for ref in comparison.references:
         for change in comparison.of(ref.strategy, LOSS):
             lines.append(style.item(f"REGRESSION {change.koan}[{ref.strategy}]: baseline {_state(change.before)}, "
@@ -236,8 +246,8 @@ def _matrix_table(matrix: ForgettingMatrix, rows_wanted: str, style: _Style) -> 
     koans = matrix.koans if rows_wanted == "full" else matrix.changed_rows()
     rows = [[koan, *(matrix.cell(koan, c) or " " for c in matrix.columns)] for koan in koans]
     totals = matrix.totals()
-    rows.append(["total", *(" ".join(f"{totals[c][s]}{s}" for s in (KEPT_PASS, GAIN, LOSS, KEPT_FAIL, NOT_COMPARED)
-                                     if totals[c][s]) for c in matrix.columns)])
+    rows.append(["total", *(" ".join(f"{totals[c][s]}{s}" for s in _SYMBOL_ORDER if totals[c][s])
+                            for c in matrix.columns)])
     shown = "all koans" if rows_wanted == "full" else f"{len(koans)} koan(s) that changed (--sleepy-matrix=full shows all)"
     head = style.heading(f"forgetting matrix: {shown}")
     gap = "\n" if style.markdown else ""

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from pytest_sleepy.comparison import (GAIN, KEPT_FAIL, KEPT_PASS, LOSS, NOT_COMPARED, BaselineComparison, KoanState,
-                                      change_between, evaluate_gate, forgetting_matrix, reference_for)
+import pytest
+
+from pytest_sleepy.comparison import (GAIN, GAIN_NOT_SIGNIFICANT, KEPT_FAIL, KEPT_PASS, LOSS, LOSS_NOT_SIGNIFICANT,
+                                      NOT_COMPARED, BaselineComparison, KoanState, change_between, evaluate_gate,
+                                      forgetting_matrix, reference_for, smallest_koan_p)
 from pytest_sleepy.results import Outcome, RunFile
 
 
@@ -29,12 +32,33 @@ def test_with_samples_a_loss_needs_a_significant_drop():
     symbol, p = change_between(KoanState(5, 5, "d"), KoanState(0, 5, "d"), 0.05)
     assert symbol == LOSS and p < 0.05
     symbol, _ = change_between(KoanState(3, 3, "d"), KoanState(1, 3, "d"), 0.05)  # p = 0.2: noise
-    assert symbol == KEPT_FAIL  # 1 of 3 is below half: kept failing, not lost
+    assert symbol == LOSS_NOT_SIGNIFICANT  # it passed before and fails now: never "kept failing"
 
 
 def test_with_samples_a_gain_needs_a_significant_rise():
     assert change_between(KoanState(0, 5, "d"), KoanState(5, 5, "d"), 0.05)[0] == GAIN
-    assert change_between(KoanState(1, 3, "d"), KoanState(3, 3, "d"), 0.05)[0] == KEPT_PASS
+    assert change_between(KoanState(1, 3, "d"), KoanState(3, 3, "d"), 0.05)[0] == GAIN_NOT_SIGNIFICANT
+
+
+def test_a_state_kept_with_a_different_rate_is_kept():
+    assert change_between(KoanState(4, 4, "d"), KoanState(3, 4, "d"), 0.05)[0] == KEPT_PASS
+    assert change_between(KoanState(0, 4, "d"), KoanState(1, 4, "d"), 0.05)[0] == KEPT_FAIL
+
+
+@pytest.mark.parametrize("samples, symbol, p", [
+    (2, LOSS_NOT_SIGNIFICANT, 1 / 6),  # all to none: 1 / C(4, 2)
+    (3, LOSS_NOT_SIGNIFICANT, 1 / 20),  # exactly 0.05: not below alpha
+    (4, LOSS, 1 / 70),
+])
+def test_a_koan_that_passed_every_sample_and_now_none(samples, symbol, p):
+    got, p_value = change_between(KoanState(samples, samples, "d"), KoanState(0, samples, "d"), 0.05)
+    assert got == symbol and p_value == pytest.approx(p)
+    assert smallest_koan_p(samples, samples) == pytest.approx(p)
+
+
+@pytest.mark.parametrize("samples, symbol", [(2, GAIN_NOT_SIGNIFICANT), (3, GAIN_NOT_SIGNIFICANT), (4, GAIN)])
+def test_a_koan_that_passed_no_sample_and_now_every_one(samples, symbol):
+    assert change_between(KoanState(0, samples, "d"), KoanState(samples, samples, "d"), 0.05)[0] == symbol
 
 
 def test_a_changed_or_new_koan_is_not_compared():
@@ -65,6 +89,47 @@ def test_the_significant_gate_fails_only_on_a_significant_excess_of_losses():
     assert not gate.passed and "p = 0.0078" in gate.lines[0] and ", significant" in gate.lines[0]
     few = comparison(before[:2], after[:2])
     assert evaluate_gate(after[:2], few, gate="significant").passed
+
+
+def sampled(koans_passed: dict[str, int], samples: int, strategy="baseline"):
+    return [outcome(koan, sample < passed, strategy=strategy, sample=sample)
+            for koan, passed in koans_passed.items() for sample in range(samples)]
+
+
+def sampled_comparison(before, after):
+    return BaselineComparison.build(run(*before), list(after), {"options": {"samples": 2}}, ["baseline"])
+
+
+@pytest.mark.parametrize("samples", [2, 3])
+def test_with_too_few_samples_the_gate_says_so_and_uses_the_sign_test(samples):
+    before = sampled({"a": samples, "b": samples}, samples)
+    after = sampled({"a": 0, "b": samples}, samples)
+    gate = evaluate_gate(after, sampled_comparison(before, after), gate="any")
+    assert gate.passed  # one koan down, none up: p = 1 at the strategy level
+    assert f"with {samples} samples per koan no single koan's change can be significant" in gate.lines[0]
+    assert "the paired sign test over koans decides: 1 koan(s) fell, 0 rose" in gate.lines[0]
+
+
+def test_with_too_few_samples_a_broad_fall_fails_the_gate():
+    koans = {f"k{i}": 2 for i in range(8)}
+    before, after = sampled(koans, 2), sampled({k: 0 for k in koans}, 2)
+    gate = evaluate_gate(after, sampled_comparison(before, after), gate="significant")
+    assert not gate.passed and "8 koan(s) fell, 0 rose" in gate.lines[0] and "p = 0.0078" in gate.lines[0]
+
+
+def test_with_four_samples_one_lost_koan_fails_the_any_gate():
+    before, after = sampled({"a": 4, "b": 4}, 4), sampled({"a": 0, "b": 4}, 4)
+    gate = evaluate_gate(after, sampled_comparison(before, after), gate="any")
+    assert not gate.passed and "1 regression(s), 0 gain(s)" in gate.lines[0]
+    assert "sign test" not in gate.lines[0]
+
+
+def test_the_matrix_shows_a_non_significant_loss_as_lost():
+    before, after = sampled({"a": 2, "b": 0}, 2), sampled({"a": 0, "b": 2}, 2)
+    matrix = forgetting_matrix(after, ["baseline"], sampled_comparison(before, after))
+    assert matrix.cell("a", "baseline") == LOSS_NOT_SIGNIFICANT
+    assert matrix.cell("b", "baseline") == GAIN_NOT_SIGNIFICANT
+    assert matrix.changed_rows() == ["a", "b"]
 
 
 def test_errored_items_fail_the_gate():

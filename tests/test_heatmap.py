@@ -10,7 +10,8 @@ pytest.importorskip("matplotlib")
 
 from matplotlib.image import imread  # noqa: E402
 
-from pytest_sleepy.comparison import GAIN, KEPT_FAIL, KEPT_PASS, LOSS, NOT_COMPARED, ForgettingMatrix  # noqa: E402
+from pytest_sleepy.comparison import (GAIN, GAIN_NOT_SIGNIFICANT, KEPT_FAIL, KEPT_PASS, LOSS,  # noqa: E402
+                                      LOSS_NOT_SIGNIFICANT, NOT_COMPARED, ForgettingMatrix)
 from pytest_sleepy.heatmap import CATEGORIES, PlotsUnavailable, draw_heatmap  # noqa: E402
 
 COLUMNS = ["baseline run: baseline", "hints", "lora"]
@@ -106,7 +107,8 @@ def test_lost_cells_are_drawn_in_the_lost_colour(tmp_path):
 def test_every_category_colour_is_distinct():
     fills = [fill for _, fill, _, _ in CATEGORIES.values()]
     assert len(set(fills)) == len(fills)
-    assert set(CATEGORIES) == {KEPT_PASS, KEPT_FAIL, GAIN, LOSS, NOT_COMPARED, ""}
+    assert set(CATEGORIES) == {KEPT_PASS, KEPT_FAIL, GAIN, LOSS, GAIN_NOT_SIGNIFICANT, LOSS_NOT_SIGNIFICANT,
+                               NOT_COMPARED, ""}
 
 
 def test_no_changed_koan_still_writes_an_image(tmp_path):

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .models.base import Message
-from .verify.harness import HIDDEN_TEST_MODULE
+from .verify.harness import HIDDEN_TEST_MODULE, HIDDEN_TESTS_FILE
 from .verify.verifier import Verdict
 
 __all__ = ["SYSTEM_PROMPT", "describe_verdict", "repair_messages", "FewShotExample"]
@@ -47,6 +47,11 @@ def describe_verdict(verdict: Verdict) -> str:
             if diagnostic.in_hidden_tests:
                 code = f"[{diagnostic.code}]" if diagnostic.code else ""
                 part = f"error{code} in the hidden tests, which use your program's public items: {diagnostic.message}"
+            elif HIDDEN_TESTS_FILE in diagnostic.rendered:
+                # The candidate's error, but rustc quotes a hidden test beside it (a
+                # secondary span): only the message and the notes go to the model.
+                code = f"[{diagnostic.code}]" if diagnostic.code else ""
+                part = "\n".join([f"error{code}: {diagnostic.message}", *diagnostic.notes])
             else:
                 part = _cap(diagnostic.rendered.strip(), MAX_RENDERED)
             if part not in parts:

@@ -47,8 +47,8 @@ def test_standard_macros_in_the_tests_are_called_by_absolute_path():
 
 def test_prelude_names_and_primitives_are_imported_by_name_except_those_the_tests_declare():
     source = hidden_module_source("use std::convert::TryFrom;\n#[test]\nfn t() {}")
-    assert "use ::std::prelude::rust_2021::String;" in source
-    assert "use ::std::prelude::rust_2021::TryFrom;" not in source
+    assert "use ::std::prelude::rust_2021::String as String;" in source
+    assert "TryFrom" not in source.split("#[test]")[0].replace("use std::convert::TryFrom;", "")
     assert "use ::std::primitive::{bool, char, f32, f64, i128" in source
 
 
@@ -106,3 +106,30 @@ def test_a_candidate_importing_io_result_still_passes_tests_that_use_std_result(
 def test_the_proof_lines_are_not_kept_in_the_test_output(verifier):
     verdict = verifier.verify_candidate(make_koan(tests=TWO_TESTS), TOTAL)
     assert verdict.passed and PROOF_MARK not in verdict.test_output
+
+
+def test_standard_items_the_koan_imports_are_imported_by_name_for_the_tests():
+    buggy = "use std::collections::{HashMap, BTreeMap as Tree};\nuse std::fmt::{self, Result};\nfn f() {}"
+    source = hidden_module_source("#[test]\nfn t() {}", (buggy,))
+    for line in ("use ::std::collections::HashMap as HashMap;", "use ::std::collections::BTreeMap as Tree;",
+                 "use ::std::fmt as fmt;", "use ::std::fmt::Result as Result;"):
+        assert line in source
+    assert "rust_2021::Result" not in source  # the koan's meaning of `Result` wins
+
+
+def test_traits_and_renames_the_koan_lacks_are_shadowed_in_the_tests():
+    candidate = "pub trait Sneaky {}\nuse crate::m::Thing as Other;\npub trait Shape {}\nfn f(x: u8) -> u64 { x as u64 }"
+    source = hidden_module_source("#[test]\nfn t() {}", ("pub trait Shape {}",), candidate)
+    assert "enum Sneaky {}" in source and "enum Other {}" in source
+    assert "enum Shape" not in source and "enum u64" not in source
+
+
+def test_a_candidate_trait_cannot_capture_a_method_the_tests_call_on_a_std_type(verifier):
+    tests = "#[test]\nfn empty_is_empty() { let v: Vec<usize> = total_list(); assert!(!v.is_empty()); }"
+    koan = make_koan(tests=tests, buggy="pub fn total_list() -> Vec<usize> { vec![] }",
+                     fixed="pub fn total_list() -> Vec<usize> { vec![1] }")
+    sneaky = ("pub trait Sneaky { fn is_empty(self) -> bool; }\n"
+              "impl Sneaky for Vec<usize> { fn is_empty(self) -> bool { false } }\n" + koan.buggy)
+    verdict = verifier.verify_candidate(koan, sneaky)
+    assert not verdict.passed and verdict.failed_tests == ["empty_is_empty"]
+    assert verifier.verify_candidate(koan, koan.fixed).passed

@@ -149,6 +149,11 @@ def _diagnostic(record: dict) -> Diagnostic:
 
 
 def _span(span: dict) -> Span:
+    """Where the user wrote it: a span inside a macro's expansion (an error rustc places
+    in core's `assert_eq!`) is reported at the outermost call site, so that an error the
+    hidden tests' macros raise counts as theirs."""
+    while isinstance(span.get("expansion"), dict) and isinstance(span["expansion"].get("span"), dict):
+        span = span["expansion"]["span"]
     return Span(
         file=span["file_name"],
         line_start=span["line_start"],

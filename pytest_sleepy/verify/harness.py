@@ -29,9 +29,15 @@ Two more properties are structural, not rules about names:
 
 - The test bodies call every standard macro by its absolute path (`::std::assert_eq!`),
   so a candidate's `macro_rules! assert_eq` cannot reach them.
-- The module imports the prelude's items and the primitive types by name. Explicit
-  imports beat the `use super::*` glob, so a candidate's `String`, `Some` or `u64`
-  never replaces the standard one inside the tests.
+- The module imports by name the prelude's items, the primitive types and every
+  standard item the koan's own programs (buggy and fixed) import at their top level.
+  Explicit imports beat the `use super::*` glob, so a candidate's `String`, `u64` or
+  `HashMap` never replaces the standard one inside the tests.
+- A trait (or an item renamed with `as`) that the candidate adds, and that neither of
+  the koan's programs has, is shadowed inside the module by an empty enum of the same
+  name. The glob then does not bring it into scope, so it cannot capture a method call
+  the tests make on a standard type (a by-value `is_empty(self)` on `Vec` is chosen
+  before the inherent `is_empty(&self)`). The tests need only the koan's own names.
 """
 
 from __future__ import annotations
@@ -40,7 +46,7 @@ import re
 import secrets
 from dataclasses import dataclass
 
-from .rustlex import LexError, Token, matching_bracket, tokenize
+from .rustlex import LexError, Token, bracket_pairs, matching_bracket, tokenize, use_tree_paths
 
 __all__ = [
     "HIDDEN_TEST_MODULE",
@@ -127,9 +133,11 @@ def proven_tests(output: str, tokens: dict[str, str]) -> set[str]:
     return {name for name, token in tokens.items() if f"{PROOF_MARK}{token}" in output}
 
 
-def hidden_module_source(tests: str) -> str:
+def hidden_module_source(tests: str, programs: tuple[str, ...] = (), candidate: str = "") -> str:
     """The file compiled as `mod sleepy_hidden_tests`: the koan's tests, each wrapped so
-    that it proves its pass, with standard macros and prelude names made absolute."""
+    that it proves its pass, with standard macros absolute, the standard names the tests
+    may mean imported by name (`programs`: the koan's buggy and fixed code), and the
+    candidate's own traits and renames kept out of the tests' scope."""
     tokens = _tokens(tests)
     edits: list[tuple[int, int, str]] = []
     wrappers: list[str] = []
@@ -143,13 +151,20 @@ def hidden_module_source(tests: str) -> str:
                 and not (i > 0 and tokens[i - 1].text == "macro_rules")):
             edits.append((token.start, token.start, "::std::"))
     body = _apply(tests, edits)
-    shielded = sorted(set(PRELUDE_NAMES) - _names_the_tests_declare(tokens))
-    primitives = sorted(set(PRIMITIVE_TYPES) - _names_the_tests_declare(tokens))
-    imports = "\n".join(f"#[allow(unused_imports)]\nuse {_PRELUDE_PATHS[name]};" for name in shielded)
+    declared_by_tests = _names_the_tests_declare(tokens)
+    standard = {name: path for name, path in _PRELUDE_PATHS.items() if name not in declared_by_tests}
+    koan_names: set[str] = set()
+    for program in programs:
+        koan_names |= _declared_names(program)
+        standard.update({name: path for name, path in _std_imports(program).items() if name not in declared_by_tests})
+    primitives = sorted(set(PRIMITIVE_TYPES) - declared_by_tests - set(standard))
+    imports = "".join(f"#[allow(unused_imports)]\nuse {path} as {name};\n" for name, path in sorted(standard.items()))
+    hidden = sorted(_traits_and_renames(candidate) - koan_names - declared_by_tests - set(standard) - set(primitives))
+    shadows = "".join(f"#[allow(dead_code)]\nenum {name} {{}}\n" for name in hidden)
     return (
         "#[allow(unused_imports)]\nuse super::*;\n"
-        f"{imports}\n"
-        f"#[allow(unused_imports)]\nuse ::std::primitive::{{{', '.join(primitives)}}};\n\n"
+        f"{imports}"
+        f"#[allow(unused_imports)]\nuse ::std::primitive::{{{', '.join(primitives)}}};\n{shadows}\n"
         f"{body}\n\n{''.join(wrappers)}\n{_HARNESS_MODULE}"
     )
 
@@ -308,6 +323,47 @@ def _string_value(token: Token) -> str:
     if text.startswith("r"):
         return text[1:].strip("#")[1:-1]
     return re.sub(r"\\(.)", lambda m: {"n": "\n", "t": "\t", "0": "\0"}.get(m.group(1), m.group(1)), text[1:-1])
+
+
+def _std_imports(program: str) -> dict[str, str]:
+    """name -> absolute path of every standard item the program imports at its top level."""
+    try:
+        tokens = tokenize(program)
+    except LexError:
+        return {}
+    pairs, found, depth = bracket_pairs(tokens), {}, 0
+    for i, token in enumerate(tokens):
+        depth += {"{": 1, "}": -1}.get(token.text, 0)
+        if depth != 0 or token.text != "use":
+            continue
+        end = next((k for k in range(i, len(tokens)) if tokens[k].text == ";"), len(tokens))
+        for path, alias in use_tree_paths(tokens, i + 1, end, pairs):
+            segments = path.segments()
+            name = alias or (segments[-1] if segments else None)
+            if segments and segments[0] in CRATE_NAMES and name not in (None, "*", "_") and "*" not in segments:
+                found[name] = "::" + "::".join(segments)
+    return found
+
+
+def _declared_names(program: str) -> set[str]:
+    try:
+        return _names_the_tests_declare(tokenize(program))
+    except LexError:
+        return set()
+
+
+def _traits_and_renames(candidate: str) -> set[str]:
+    """Every trait the candidate defines and every name it imports under `as`."""
+    try:
+        tokens = tokenize(candidate)
+    except LexError:
+        return set()
+    names = set()
+    for i, token in enumerate(tokens[:-1]):
+        following = tokens[i + 1]
+        if token.text in ("trait", "as") and following.kind == "ident" and following.text != "_":
+            names.add(following.text.removeprefix("r#"))
+    return names - PRIMITIVE_TYPES
 
 
 def _names_the_tests_declare(tokens: list[Token]) -> set[str]:

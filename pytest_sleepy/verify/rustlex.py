@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["Token", "LexError", "tokenize", "matching_bracket", "bracket_pairs"]
+__all__ = ["Token", "LexError", "tokenize", "matching_bracket", "bracket_pairs", "UsePath", "use_tree_paths"]
 
 
 @dataclass(frozen=True)
@@ -48,9 +48,10 @@ _PUNCT = sorted(
 
 
 def tokenize(source: str) -> list[Token]:
-    """Split Rust source into tokens, dropping whitespace and comments."""
+    """Split Rust source into tokens, dropping whitespace and comments (and, as rustc
+    does, a leading byte-order mark and a first-line shebang)."""
     tokens: list[Token] = []
-    i, n, line = 0, len(source), 1
+    i, n, line = _start_of_code(source), len(source), 1
 
     def emit(kind: str, end: int) -> None:
         nonlocal i, line
@@ -105,6 +106,34 @@ def tokenize(source: str) -> list[Token]:
                 # nothing is silently dropped.
                 emit("punct", i + 1)
     return tokens
+
+
+def _start_of_code(source: str) -> int:
+    """Where rustc starts reading: after a byte-order mark, and after a first line that
+    starts with `#!` unless what follows `#!` (past whitespace and comments) is `[`,
+    which makes it an inner attribute. Reading a shebang as code would let it hide
+    the rest of the file from every rule (`#!r#"` opens a raw string to us, not to rustc)."""
+    start = 1 if source.startswith("\ufeff") else 0
+    if not source.startswith("#!", start):
+        return start
+    k = start + 2
+    while k < len(source):
+        if source[k] in " \t\r\n":
+            k += 1
+        elif source.startswith("//", k):
+            end = source.find("\n", k)
+            k = len(source) if end < 0 else end
+        elif source.startswith("/*", k):
+            try:
+                k = _block_comment_end(source, k, 1)
+            except LexError:
+                return start  # rustc would fail on the comment too
+        else:
+            break
+    if source.startswith("[", k):
+        return start
+    end = source.find("\n", start)
+    return len(source) if end < 0 else end
 
 
 def matching_bracket(tokens: list[Token], open_index: int) -> int | None:
@@ -163,3 +192,67 @@ def _quoted_end(source: str, quote: int, line: int) -> int:
         else:
             i += 1
     raise LexError(f"line {line}: unterminated string literal")
+
+
+class UsePath:
+    """One path of a flattened `use` tree. Extending it is O(1) (it points at its
+    parent), so flattening stays linear however deep the tree nests; `segments()`
+    walks back up for callers that want the whole path."""
+
+    __slots__ = ("parent", "segment", "first", "length", "last", "watched")
+
+    def __init__(self, parent: "UsePath | None" = None, segment: str | None = None, watch: frozenset = frozenset()):
+        self.parent, self.segment = parent, segment
+        self.first = parent.first if parent and parent.first else segment
+        self.length = (parent.length if parent else 0) + (segment is not None)
+        self.last = segment if segment is not None else (parent.last if parent else None)
+        self.watched = bool(parent and parent.watched) or segment in watch
+
+    def extended(self, segment: str, watch: frozenset = frozenset()) -> "UsePath":
+        if segment in ("::", "self"):
+            return self
+        return UsePath(self, segment, watch)
+
+    def segments(self) -> list[str]:
+        out, node = [], self
+        while node is not None:
+            if node.segment is not None:
+                out.append(node.segment)
+            node = node.parent
+        return out[::-1]
+
+
+def use_tree_paths(tokens: list[Token], start: int, end: int, pairs: list[int],
+                   watch: frozenset = frozenset()) -> list[tuple[UsePath, str | None]]:
+    """Flatten the `use` tree in tokens[start:end] (without `use` and `;`) into (path,
+    alias) pairs, without recursion. `self` and `::` are not segments: `use
+    std::fmt::{self as f}` gives (std::fmt, "f"). A path is `watched` when one of its
+    segments is in `watch`."""
+    paths: list[tuple[UsePath, str | None]] = []
+    groups = [(start, end, UsePath())]
+    while groups:
+        k, stop, prefix = groups.pop()
+        path: UsePath | None = prefix
+        extended = False
+        while k < stop:
+            text = tokens[k].text
+            if text == "{":
+                close = pairs[k] if pairs[k] > k else stop
+                if path is not None:
+                    groups.append((k + 1, min(close, stop), path))
+                path, k = None, close + 1
+            elif text == ",":
+                if path is not None and extended:
+                    paths.append((path, None))
+                path, extended, k = prefix, False, k + 1
+            elif text == "as" and k + 1 < stop:
+                if path is not None:
+                    paths.append((path, tokens[k + 1].text))
+                path, k = None, k + 2
+            else:
+                if path is not None:
+                    path, extended = path.extended(text, watch), True
+                k += 1
+        if path is not None and extended:
+            paths.append((path, None))
+    return paths

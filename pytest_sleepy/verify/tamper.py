@@ -27,9 +27,11 @@ A candidate is rejected, with the reason "tampering: ...", when it
    name are accepted: they cannot lie;
 7. uses `cfg(test)` anywhere but on a module, in `cfg_attr`, or in the `cfg!` macro:
    code that behaves differently under test is hard-coding the answers;
-8. splices a macro metavariable into a path, a macro name, an attribute name or an
-   item name (`std::$m::exit`, `$m!(...)`, `struct $name`), which would let a macro
-   assemble any of the above from innocent pieces.
+8. splices a macro metavariable (or a repetition) into a path, a macro name, an
+   attribute name or an item name, or right next to another splice (`std::$m::exit`,
+   `$m!(...)`, `struct $name`, `$a $sep $b`), or names `process`, `include*`,
+   `option_env` or `asm` inside a macro definition or a call of a non-standard macro:
+   either would let a macro assemble any of the above from innocent token trees.
 
 Each rule is a single pass over the tokens (brackets are matched once, up front), so
 the check is linear in the candidate's size.
@@ -40,7 +42,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from .harness import CRATE_NAMES, HIDDEN_TEST_MODULE, PRELUDE_NAMES, PRIMITIVE_TYPES, STD_MACROS
-from .rustlex import LexError, Token, bracket_pairs, tokenize
+from .rustlex import LexError, Token, UsePath, bracket_pairs, tokenize, use_tree_paths
 
 __all__ = ["HIDDEN_TEST_MODULE", "find_tampering", "normalised_tokens"]
 
@@ -75,6 +77,7 @@ def find_tampering(code: str | list[Token]) -> str | None:
         _shadows_std_names,
         _cfg_test_outside_module,
         _splices_metavariables,
+        _forbidden_names_in_macros,
     ):
         reason = check(tokens, pairs)
         if reason is not None:
@@ -99,10 +102,15 @@ def _names_hidden_module(tokens, pairs):
 
 
 def _reads_at_compile_time(tokens, pairs):
+    attribute_end = -1  # `path` anywhere in an attribute, `cfg_attr(all(), path = ...)` too
     for i, t in enumerate(tokens):
         if t.kind == "ident" and t.text in _COMPILE_TIME_READS and _at(tokens, i + 1, "!"):
             return f"line {t.line}: `{t.text}!` reads files or the environment at compile time"
-        if _at(tokens, i, "#", "[", "path"):
+        if t.text == "#" and i > attribute_end:
+            opening = i + 1 + _at(tokens, i + 1, "!")
+            if _at(tokens, opening, "[") and pairs[opening] > opening:
+                attribute_end = pairs[opening]
+        if i <= attribute_end and t.kind == "ident" and t.text == "path":
             return f"line {t.line}: `#[path = ...]` loads a module from an arbitrary file"
     return None
 
@@ -129,7 +137,7 @@ def _reaches_std_process(tokens, pairs):
             return f"line {t.line}: `extern crate` is not allowed"
         if t.text == "use":
             end = _statement_end(tokens, i, pairs)
-            for path, alias in _use_paths(tokens, i + 1, end, pairs):
+            for path, alias in use_tree_paths(tokens, i + 1, end, pairs, watch=_PROCESS):
                 reason = _judge_use(path, alias)
                 if reason:
                     return f"line {t.line}: {reason}"
@@ -138,23 +146,12 @@ def _reaches_std_process(tokens, pairs):
     return None
 
 
-class _Path:
-    """What the rules need of one flattened `use` path, extended in O(1) per segment."""
-
-    __slots__ = ("first", "length", "last", "has_process")
-
-    def __init__(self, first=None, length=0, last=None, has_process=False):
-        self.first, self.length, self.last, self.has_process = first, length, last, has_process
-
-    def extended(self, segment: str) -> "_Path":
-        if segment in ("::", "self"):
-            return self
-        return _Path(self.first or segment, self.length + 1, segment, self.has_process or segment == "process")
+_PROCESS = frozenset({"process"})
 
 
-def _judge_use(path: _Path, alias: str | None) -> str | None:
+def _judge_use(path: UsePath, alias: str | None) -> str | None:
     from_std = path.first in CRATE_NAMES
-    if from_std and path.has_process:
+    if from_std and path.watched:
         return "`use` imports from `std::process`"
     if from_std and path.last == "*" and path.length == 2:
         return "a glob import of `std` would bring in `std::process`"
@@ -165,39 +162,6 @@ def _judge_use(path: _Path, alias: str | None) -> str | None:
         if not from_std:
             return f"imports an item as `{name}`, shadowing the standard one"
     return None
-
-
-def _use_paths(tokens: list[Token], start: int, end: int, pairs: list[int]) -> list[tuple[_Path, str | None]]:
-    """Flatten the `use` tree in tokens[start:end] into (path, alias) pairs, without
-    recursion (a tree may nest as deep as the candidate likes)."""
-    paths: list[tuple[_Path, str | None]] = []
-    groups = [(start, end, _Path())]
-    while groups:
-        k, stop, prefix = groups.pop()
-        path: _Path | None = prefix
-        extended = False
-        while k < stop:
-            text = tokens[k].text
-            if text == "{":
-                close = pairs[k] if pairs[k] > k else stop
-                if path is not None:
-                    groups.append((k + 1, min(close, stop), path))
-                path, k = None, close + 1
-            elif text == ",":
-                if path is not None and extended:
-                    paths.append((path, None))
-                path, extended, k = prefix, False, k + 1
-            elif text == "as" and k + 1 < stop:
-                if path is not None:
-                    paths.append((path, tokens[k + 1].text))
-                path, k = None, k + 2
-            else:
-                if path is not None:
-                    path, extended = path.extended(text), True
-                k += 1
-        if path is not None and extended:
-            paths.append((path, None))
-    return paths
 
 
 def _unsafe_or_foreign_code(tokens, pairs):
@@ -269,7 +233,7 @@ def _cfg_test_outside_module(tokens, pairs):
         suspects.append(suspects[-1] + (t.text in ("test", "$")))
     run_end, on_module = 0, False
     for i, t in enumerate(tokens):
-        if t.text == "cfg" and _at(tokens, i + 1, "!", "("):
+        if t.text == "cfg" and _at(tokens, i + 1, "!") and i + 2 < len(tokens) and tokens[i + 2].text in "([{":
             if suspects[max(pairs[i + 2], i + 3)] > suspects[i + 3]:
                 return f"line {t.line}: `cfg!(test)` makes code behave differently under test"
         if not (_at(tokens, i, "#", "[") and i + 2 < len(tokens)):
@@ -299,23 +263,59 @@ def _cfg_test_outside_module(tokens, pairs):
 
 def _splices_metavariables(tokens, pairs):
     for i, t in enumerate(tokens):
-        if t.text != "$" or i + 1 >= len(tokens) or tokens[i + 1].kind != "ident":
+        if t.text != "$" or i + 1 >= len(tokens):
             continue
-        name = tokens[i + 1].text
-        if name == "crate":
+        following = tokens[i + 1]
+        if following.text == "crate" or not (following.kind == "ident" or following.text == "("):
             continue
+        # The splice is `$name`, or a repetition `$( ... ) sep? *|+|?`.
+        end = i + 1
+        if following.text == "(":
+            end = pairs[i + 1] if pairs[i + 1] > i + 1 else len(tokens) - 1
+            if end + 1 < len(tokens) and tokens[end + 1].text not in ("*", "+", "?"):
+                end += 1  # a separator
+            end += 1
+        name = following.text if following.kind == "ident" else "$(...)"
+        shown = f"${name}" if following.kind == "ident" else name
         before = tokens[i - 1].text if i > 0 else ""
-        after = tokens[i + 2].text if i + 2 < len(tokens) else ""
+        after = tokens[end + 1].text if end + 1 < len(tokens) else ""
         spliced_into = (
             "a macro name" if after == "!" or _at(tokens, i - 2, "macro_rules", "!")
             else "a path" if after == "::" or before == "::"
             else "an attribute" if _at(tokens, i - 2, "#", "[") or _at(tokens, i - 3, "#", "!", "[")
             else "an item name" if before in _ITEM_KEYWORDS or before == "as"
+            else "another splice" if after == "$"
             else None
         )
         if spliced_into:
-            return (f"line {t.line}: a macro splices `${name}` into {spliced_into}, which could "
+            return (f"line {t.line}: a macro splices `{shown}` into {spliced_into}, which could "
                     "assemble a forbidden name; write the name out")
+    return None
+
+
+# Names a macro could carry to where a rule would refuse them, assembled from token
+# trees (`std $sep process $sep exit`); refused anywhere inside a macro definition or a
+# call of a non-standard macro.
+_NOT_IN_MACROS = {"process", "include", "include_str", "include_bytes", "option_env", "asm", "global_asm"}
+
+
+def _forbidden_names_in_macros(tokens, pairs):
+    # inside[k] > 0 for tokens in a macro_rules body or in a non-standard macro's call,
+    # marked with a difference array so that nested macros stay linear.
+    marks = [0] * (len(tokens) + 1)
+    for i, t in enumerate(tokens):
+        if t.kind != "ident" or not _at(tokens, i + 1, "!") or i + 2 >= len(tokens):
+            continue
+        opening = i + 3 if t.text == "macro_rules" else i + 2
+        if opening < len(tokens) and pairs[opening] > opening and (t.text == "macro_rules" or t.text not in STD_MACROS):
+            marks[opening] += 1
+            marks[pairs[opening]] -= 1
+    depth = 0
+    for i, t in enumerate(tokens):
+        depth += marks[i]
+        if depth > 0 and t.kind == "ident" and t.text in _NOT_IN_MACROS:
+            return (f"line {t.line}: `{t.text}` inside a macro, where token trees could assemble it into a "
+                    "forbidden path or call")
     return None
 
 

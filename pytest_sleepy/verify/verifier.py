@@ -117,6 +117,12 @@ class Verifier:
                 "the koan has no hidden tests, and a candidate passes only on tests that ran: "
                 "add #[test] functions to the koan's `tests`"))
         try:
+            code.encode("utf-8")
+        except UnicodeEncodeError as error:
+            return Verdict(passed=False, compiled=False, tests_total=len(tests), reason=(
+                f"does not compile: character {error.start} is a lone surrogate ({code[error.start]!a}), "
+                "which is not text and cannot be written as UTF-8"))
+        try:
             tokens = tokenize(code)
         except LexError as error:
             return Verdict(passed=False, compiled=False, tests_total=len(tests),
@@ -132,6 +138,8 @@ class Verifier:
             "verifier": VERSION,
             "code": code,
             "tests": koan.tests,
+            # The hidden module imports the standard names the koan's programs use.
+            "programs": [koan.buggy, koan.fixed],
             "edition": koan.edition,
             "rustc": self.toolchain.version,
             "sandbox": self.sandbox.mode,
@@ -175,7 +183,8 @@ class Verifier:
     def _write_sources(self, koan: Koan, code: str, source_dir: Path) -> None:
         source_dir.mkdir(parents=True, exist_ok=True)
         (source_dir / Path(self._candidate_file(koan)).name).write_text(_with_hidden_module(code), encoding="utf-8")
-        (source_dir / HIDDEN_TESTS_FILE).write_text(hidden_module_source(koan.tests), encoding="utf-8")
+        (source_dir / HIDDEN_TESTS_FILE).write_text(
+            hidden_module_source(koan.tests, (koan.buggy, koan.fixed), code), encoding="utf-8")
 
     @staticmethod
     def _candidate_file(koan: Koan) -> str:
@@ -249,7 +258,10 @@ def verify_candidate(koan: Koan, code: str, verifier: Verifier | None = None) ->
 
 
 def _with_hidden_module(code: str) -> str:
-    return f'{code}\n\n#[cfg(test)]\n#[path = "{HIDDEN_TESTS_FILE}"]\nmod {HIDDEN_TEST_MODULE};\n'
+    # The `const _` first takes any attribute the candidate leaves dangling at its end
+    # (`#[cfg(any())]` would otherwise switch the hidden module off).
+    return (f'{code}\n\nconst _: () = ();\n'
+            f'#[cfg(test)]\n#[path = "{HIDDEN_TESTS_FILE}"]\nmod {HIDDEN_TEST_MODULE};\n')
 
 
 def _compile_failure(diagnostics: list[Diagnostic], result: SandboxResult) -> str:

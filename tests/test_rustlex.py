@@ -58,3 +58,12 @@ def test_matching_bracket_skips_nested_brackets_of_every_kind():
 
 def test_matching_bracket_of_an_unclosed_bracket_is_none():
     assert matching_bracket(tokenize("fn f() { ("), 4) is None
+
+
+def test_a_first_line_shebang_is_skipped_as_rustc_does():
+    tokens = tokenize('#!r#"\nconst X: u8 = 1;\n// "#')
+    assert [t.text for t in tokens][:3] == ["const", "X", ":"] and tokens[0].line == 2
+
+
+def test_an_inner_attribute_on_the_first_line_is_not_a_shebang():
+    assert [t.text for t in tokenize("#! [allow(dead_code)]\nfn f() {}")][:3] == ["#", "!", "["]

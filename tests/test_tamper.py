@@ -50,6 +50,14 @@ REJECTED = {
     "metavariable item name": ("macro_rules! def { ($n:ident) => { struct $n; }; }", "`$n` into an item name"),
     "metavariable attribute": ('macro_rules! a { ($n:ident) => { #[$n = "f"] mod m; }; }', "`$n` into an attribute"),
     "metavariable in cfg": ("macro_rules! c { ($n:ident) => { #[cfg($n)] fn f() {} }; }", "cfg(test)"),
+    "cfg! with brackets": ("fn f() -> bool { cfg![test] }", "cfg!(test)"),
+    "cfg! with braces": ("fn f() -> bool { cfg!{not(test)} }", "cfg!(test)"),
+    "a path assembled from token trees": (
+        "macro_rules! leave { ($b:tt $s:tt $a:tt) => { $a $s $b $s exit(0) }; }", "into another splice"),
+    "a repetition next to a path": ("macro_rules! go { ($($t:tt)*) => { std $($t)* :: exit(0) }; }", "`$(...)` into a path"),
+    "a repetition as an item name": ("macro_rules! def { ($($t:tt)*) => { struct $($t)*; }; }", "into an item name"),
+    "process carried by a macro call": ("macro_rules! m { ($($t:tt)*) => { }; }\nm!(process :: std);", "`process` inside a macro"),
+    "path in cfg_attr": ('#[cfg_attr(all(), path = "/etc/passwd")]\nmod m;', "#[path"),
 }
 
 
@@ -77,6 +85,9 @@ ACCEPTED = {
     "$crate paths": "macro_rules! make { () => { $crate::S }; }\npub struct S;",
     "the word test outside cfg": "fn test() -> bool { true }\n#[cfg(feature = \"x\")]\nfn g() {}",
     "raw identifiers that are not forbidden": "fn r#match() -> u32 { 1 }\nfn f() -> u32 { r#match() }",
+    "a method named process inside a std macro": "struct W;\nimpl W { fn process(&self) -> u8 { 1 } }\n"
+                                                  "fn f(w: W) { println!(\"{}\", w.process()); }",
+    "splices separated by operators": "macro_rules! add { ($a:expr, $b:expr) => { ($a) + ($b) }; }",
 }
 
 

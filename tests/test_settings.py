@@ -334,3 +334,10 @@ def test_to_dict_values_resolve_back_to_the_same_settings(full_settings, root, t
     data = json.loads(json.dumps(full_settings.to_dict()))
     again = resolve_settings({o.dest: data[o.key] for o in OPTIONS}, None, rootdir=root, cwd=tmp_path / "other")
     assert again == full_settings
+
+
+def test_the_candidate_size_cap_is_an_option_in_kib(root):
+    assert resolve_settings({}, None, root, root).max_candidate_kib == 256
+    assert resolve_settings({"sleepy_max_candidate_kib": "64"}, None, root, root).max_candidate_kib == 64
+    with pytest.raises(SettingsError, match="--sleepy-max-candidate-kib: must be at least 1"):
+        resolve_settings({"sleepy_max_candidate_kib": "0"}, None, root, root)

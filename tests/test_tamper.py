@@ -58,6 +58,15 @@ REJECTED = {
     "a repetition as an item name": ("macro_rules! def { ($($t:tt)*) => { struct $($t)*; }; }", "into an item name"),
     "process carried by a macro call": ("macro_rules! m { ($($t:tt)*) => { }; }\nm!(process :: std);", "`process` inside a macro"),
     "path in cfg_attr": ('#[cfg_attr(all(), path = "/etc/passwd")]\nmod m;', "#[path"),
+    "a new trait on a std type": ("trait Sneaky { fn is_empty(self) -> bool; }\n"
+                                  "impl Sneaky for Vec<usize> { fn is_empty(self) -> bool { true } }", "`Sneaky` for `Vec`"),
+    "a blanket impl of a new trait": ("trait Sneaky {}\nimpl<T> Sneaky for T {}", "`Sneaky` for `T`"),
+    "a new trait on a reference": ("trait S {}\nimpl<'a> S for &'a str {}", "`S` for `str`"),
+    "a new trait imported as _": ("mod m { pub trait S {} impl S for Vec<u8> {} }\npub use m::S as _;", "`S` for `Vec`"),
+    "a new trait named like a koan item": ("trait main {}\nimpl main for Vec<u8> {}", "`main` for `Vec`"),
+    "a whitespace character rustc skips": ("fn f() -> bool { cfg\u200e!(test) }", "cfg!(test)"),
+    "a form feed before the bang": ('const X: &str = include_str\x0c!("x");', "include_str!"),
+    "a doc comment after a shebang": ('#!/** x */[allow r#"\nconst X: &str = include_str!("x");\n// "#]', "include_str!"),
 }
 
 
@@ -88,6 +97,10 @@ ACCEPTED = {
     "a method named process inside a std macro": "struct W;\nimpl W { fn process(&self) -> u8 { 1 } }\n"
                                                   "fn f(w: W) { println!(\"{}\", w.process()); }",
     "splices separated by operators": "macro_rules! add { ($a:expr, $b:expr) => { ($a) + ($b) }; }",
+    "a new trait on the candidate's own type": "trait Describe { fn d(&self) -> u8; }\nstruct Dog;\n"
+                                                "impl Describe for Dog { fn d(&self) -> u8 { 1 } }\n"
+                                                "impl<'a> Describe for &'a Dog { fn d(&self) -> u8 { 2 } }",
+    "impl Trait in return position": "fn f() -> impl Iterator<Item = u8> { vec![1].into_iter() }",
 }
 
 
@@ -105,3 +118,9 @@ def test_a_deeply_nested_use_tree_is_flattened_without_recursion():
 def test_unlexable_code_is_left_to_the_verifier():
     # The verifier refuses it before rustc runs (test_verifier); the rules see no tokens.
     assert find_tampering('fn f() { "unterminated }') is None
+
+
+def test_a_trait_the_koan_declares_may_be_implemented_for_std_types():
+    code = "pub trait Summary { fn summary(&self) -> String; }\nimpl Summary for String { fn summary(&self) -> String { self.clone() } }"
+    assert find_tampering(code) is not None  # without the koan, it is a new trait
+    assert find_tampering(code, ("pub trait Summary { fn summary(&self) -> String; }",)) is None

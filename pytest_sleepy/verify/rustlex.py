@@ -29,7 +29,12 @@ class LexError(ValueError):
     """The source cannot be tokenized (for example an unterminated string)."""
 
 
-_IDENT = re.compile(r"(?:r#)?[A-Za-z_][A-Za-z0-9_]*")
+# Identifiers as rustc reads them (Unicode XID, which Python's \w approximates), so that
+# a non-ASCII identifier is one token here as it is one name there.
+_IDENT = re.compile(r"(?:r#)?[^\W\d]\w*")
+# rustc's whitespace: Unicode Pattern_White_Space, not only the ASCII four. A form feed
+# or a left-to-right mark between `include_str` and `!` is nothing to rustc.
+WHITESPACE = frozenset(" \t\n\r\x0b\x0c\x85\u200e\u200f\u2028\u2029")
 _NUMBER = re.compile(
     r"(?:0x[0-9A-Fa-f_]+|0o[0-7_]+|0b[01_]+"
     r"|[0-9][0-9_]*(?:\.(?![.A-Za-z_])[0-9_]*)?(?:[eE][+-]?[0-9_]+)?)"
@@ -61,7 +66,7 @@ def tokenize(source: str) -> list[Token]:
 
     while i < n:
         c = source[i]
-        if c in " \t\r\n":
+        if c in WHITESPACE:
             if c == "\n":
                 line += 1
             i += 1
@@ -92,7 +97,7 @@ def tokenize(source: str) -> list[Token]:
                 emit("lifetime", m.end())
             else:
                 emit("punct", i + 1)
-        elif c.isdigit():
+        elif "0" <= c <= "9":
             emit("number", _NUMBER.match(source, i).end())
         elif (m := _IDENT.match(source, i)) is not None:
             emit("ident", m.end())
@@ -118,8 +123,10 @@ def _start_of_code(source: str) -> int:
         return start
     k = start + 2
     while k < len(source):
-        if source[k] in " \t\r\n":
+        if source[k] in WHITESPACE:
             k += 1
+        elif _is_doc_comment(source, k):
+            break  # a doc comment is a token to rustc: the line is a shebang
         elif source.startswith("//", k):
             end = source.find("\n", k)
             k = len(source) if end < 0 else end
@@ -134,6 +141,15 @@ def _start_of_code(source: str) -> int:
         return start
     end = source.find("\n", start)
     return len(source) if end < 0 else end
+
+
+def _is_doc_comment(source: str, k: int) -> bool:
+    """`///x`, `//!`, `/**x`, `/*!` start doc comments; `////` and `/**/` do not."""
+    if source.startswith(("//!", "/*!"), k):
+        return True
+    if source.startswith("///", k):
+        return not source.startswith("////", k)
+    return source.startswith("/**", k) and not source.startswith(("/***", "/**/"), k)
 
 
 def matching_bracket(tokens: list[Token], open_index: int) -> int | None:

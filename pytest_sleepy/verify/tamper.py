@@ -31,7 +31,11 @@ A candidate is rejected, with the reason "tampering: ...", when it
    attribute name or an item name, or right next to another splice (`std::$m::exit`,
    `$m!(...)`, `struct $name`, `$a $sep $b`), or names `process`, `include*`,
    `option_env` or `asm` inside a macro definition or a call of a non-standard macro:
-   either would let a macro assemble any of the above from innocent token trees.
+   either would let a macro assemble any of the above from innocent token trees;
+9. implements a trait of its own (one the koan's programs do not declare) for a type
+   it did not define (`impl Sneaky for Vec<usize>`, `impl<T> Sneaky for T`): with
+   `use super::*`, a by-value `fn is_empty(self)` of that trait would be chosen over
+   `Vec::is_empty(&self)` in the hidden tests.
 
 Each rule is a single pass over the tokens (brackets are matched once, up front), so
 the check is linear in the candidate's size.
@@ -55,11 +59,12 @@ _TYPE_KEYWORDS = {"struct", "enum", "union", "trait", "type", "mod"}
 _ITEM_KEYWORDS = _TYPE_KEYWORDS | {"fn", "const", "static"}
 
 
-def find_tampering(code: str | list[Token]) -> str | None:
+def find_tampering(code: str | list[Token], koan_programs: tuple[str, ...] = ()) -> str | None:
     """Return "tampering: <reason>" for the first rule the candidate breaks, else None.
 
-    Code the lexer cannot read is not judged here (it returns None); the verifier
-    refuses such code before compiling it.
+    `koan_programs` (the koan's buggy and fixed code) say which traits are the koan's
+    own (rule 9). Code the lexer cannot read is not judged here (it returns None); the
+    verifier refuses such code before compiling it.
     """
     if isinstance(code, str):
         try:
@@ -68,6 +73,7 @@ def find_tampering(code: str | list[Token]) -> str | None:
             return None
     tokens = normalised_tokens(code)
     pairs = bracket_pairs(tokens)
+    koan_traits = _traits_declared(koan_programs)
     for check in (
         _names_hidden_module,
         _reads_at_compile_time,
@@ -78,6 +84,7 @@ def find_tampering(code: str | list[Token]) -> str | None:
         _cfg_test_outside_module,
         _splices_metavariables,
         _forbidden_names_in_macros,
+        lambda tokens, pairs: _new_traits_on_foreign_types(tokens, koan_traits),
     ):
         reason = check(tokens, pairs)
         if reason is not None:
@@ -316,6 +323,56 @@ def _forbidden_names_in_macros(tokens, pairs):
         if depth > 0 and t.kind == "ident" and t.text in _NOT_IN_MACROS:
             return (f"line {t.line}: `{t.text}` inside a macro, where token trees could assemble it into a "
                     "forbidden path or call")
+    return None
+
+
+def _traits_declared(programs: tuple[str, ...]) -> frozenset[str]:
+    names = set()
+    for program in programs:
+        try:
+            tokens = tokenize(program)
+        except LexError:
+            continue
+        names.update(tokens[i + 1].text for i, t in enumerate(tokens[:-1]) if t.text == "trait")
+    return frozenset(names)
+
+
+_SELF_TYPE_PREFIXES = {"&", "&&", "mut", "dyn", "const"}
+
+
+def _new_traits_on_foreign_types(tokens: list[Token], koan_traits: frozenset[str]) -> str | None:
+    own_types = {tokens[i + 1].text for i, t in enumerate(tokens[:-1])
+                 if t.text in ("struct", "enum", "union", "type") and tokens[i + 1].kind == "ident"}
+    new_traits = {tokens[i + 1].text for i, t in enumerate(tokens[:-1])
+                  if t.text in ("trait", "as") and tokens[i + 1].kind == "ident"} - koan_traits
+    i = 0
+    while i < len(tokens):
+        if tokens[i].text != "impl":
+            i += 1
+            continue
+        # The header runs to the item's body: the last name before `for` (outside angle
+        # brackets) is the trait, the first name after it heads the type.
+        depth, trait, spliced, k = 0, None, False, i + 1
+        while k < len(tokens) and tokens[k].text not in ("{", ";", "where"):
+            text = tokens[k].text
+            depth += {"<": 1, ">": -1, ">>": -2}.get(text, 0)
+            if depth <= 0 and text == "for" and trait is not None:
+                break
+            if depth <= 0 and tokens[k].kind == "ident":
+                trait, spliced = text, k > 0 and tokens[k - 1].text == "$"
+            k += 1
+        if k >= len(tokens) or tokens[k].text != "for" or not (spliced or trait in new_traits):
+            i = k
+            continue
+        head = k + 1
+        while head < len(tokens) and (tokens[head].text in _SELF_TYPE_PREFIXES or tokens[head].kind == "lifetime"):
+            head += 1
+        target = tokens[head].text if head < len(tokens) else ""
+        if head >= len(tokens) or tokens[head].kind != "ident" or target not in own_types:
+            return (f"line {tokens[i].line}: implements the candidate's own trait `{trait}` for `{target}`, a type it "
+                    "did not define; such a trait's methods can capture the hidden tests' calls on standard types "
+                    "(implement it for your own types only)")
+        i = k
     return None
 
 

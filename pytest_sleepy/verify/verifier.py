@@ -127,7 +127,7 @@ class Verifier:
         except LexError as error:
             return Verdict(passed=False, compiled=False, tests_total=len(tests),
                            reason=f"does not compile: {error}")
-        tampering = find_tampering(tokens)
+        tampering = find_tampering(tokens, (koan.buggy, koan.fixed))
         if tampering:
             return Verdict(passed=False, compiled=False, reason=tampering, tampering=tampering, tests_total=len(tests))
         return None

@@ -11,9 +11,17 @@ Where a static rule (tamper.py) stops an attack before rustc runs, a second test
 the same candidate through `Verifier._build_and_test`, which skips the static screen,
 to show that the proof channel (harness.py) or the sandbox holds on its own.
 
-Tests marked `xfail(strict=True, reason="HOLE: ...")` document attacks that currently
-succeed (a pass, a leak, a crash or a static rule bypassed); they turn into failures,
-as a reminder to drop the mark, once the defence is fixed.
+Some defences are static only: code that behaves differently under test (`cfg!(test)`
+in any delimiters) is honest Rust that really passes once it compiles, and
+`include_str!` reads the hidden tests before anything runs, so the screen is all that
+stands between them and a pass or a leak; those tests have no unscreened twin, and the
+screen's lexer must read exactly what rustc reads.
+
+The attacks that are out of the verifier's reach by design are marked
+`xfail(strict=True, reason="RESIDUAL: ...")`, with one line on why and on who answers
+for them instead (the koan authoring contract, or feedback that is meant to be shown).
+A newly found attack that succeeds would be marked `reason="HOLE: ..."` until fixed;
+there is none.
 """
 
 from __future__ import annotations
@@ -75,9 +83,16 @@ def host(tmp_path, monkeypatch):
     canary.write_text(f"canary {uuid.uuid4().hex}\n")
     canary_before = (canary.read_bytes(), canary.stat().st_mtime_ns)
     before = _host_state()
-    yield Host(tmp_path)
-    _wait_until(lambda: processes_running(f"{tmp_path}/") == [], seconds=5)
-    assert processes_running(f"{tmp_path}/") == [], "a sandboxed process outlived its verification"
+    state = Host(tmp_path)
+    yield state
+    _wait_until(lambda: processes_running(state.marker) == [], seconds=5)
+    assert processes_running(state.marker) == [], "a sandbox of this test outlived its verification"
+    # Inside the sandbox the command lines carry no path of ours: any compiler or test
+    # binary still alive now must end within the longest limit (another worker's).
+    survivors = set(processes_running("candidate_tests") + processes_running("candidate.rs"))
+    _wait_until(lambda: not survivors & set(processes_running("candidate_tests") + processes_running("candidate.rs")),
+                seconds=15)
+    assert not survivors & set(processes_running("candidate_tests") + processes_running("candidate.rs"))
     assert os.listdir(private) == [], "the verifier left a working directory behind"
     assert (canary.read_bytes(), canary.stat().st_mtime_ns) == canary_before
     # Other pytest-xdist workers may hold memory or verification directories for a
@@ -206,8 +221,14 @@ def hidden_source_lines(koan: Koan) -> list[str]:
     return [line.strip() for line in koan.tests.splitlines() if "assert" in line and len(line.strip()) > 12]
 
 
-def assert_no_leak(koan: Koan, verdict: Verdict) -> None:
-    leaked = [line for line in hidden_source_lines(koan) if line in verdict.test_output]
+def hidden_assert_conditions(koan: Koan) -> list[str]:
+    """The conditions of the hidden tests' one-line `assert!(...)` calls."""
+    return [m.group(1) for m in re.finditer(r"\bassert!\((.{12,})\);\s*$", koan.tests, re.MULTILINE)
+            if not re.search(r',\s*"', m.group(1))]  # not those with a message of their own
+
+
+def assert_no_leak(koan: Koan, text: str) -> None:
+    leaked = [line for line in hidden_source_lines(koan) + hidden_assert_conditions(koan) if line in text]
     assert leaked == [], f"hidden test source reached the verdict: {leaked[:3]}"
 
 
@@ -273,20 +294,25 @@ GENERIC = {
     "raw-identifier assert macros": (lambda k: SILENT_ASSERTS + k.buggy, "defines a macro named `assert_eq`"),
     "raw-identifier String": (lambda k: LIAR.replace("Liar", "r#String") + k.buggy, "defines `String`"),
     "raw-identifier Vec import": (lambda k: LIAR + "use crate::Liar as r#Vec;\n" + k.buggy, "imports an item as `Vec`"),
-    # 2 early exit after a forged report, the path assembled by a macro.
+    # 2 early exit after a forged report, the path assembled by a macro (from a
+    #   metavariable, or from token trees: `leave!(process :: std)`).
     "metavariable exit": (lambda k: forged_exit(k, "leave!(process)", EXIT_VIA_METAVARIABLE), "`$m` into a path"),
+    "token-tree exit": (lambda k: forged_exit(k, "leave!(process :: std)", EXIT_VIA_TOKEN_TREES),
+                        "a macro splices `$a` into another splice"),
     # 3 primitive types shadowed by lying look-alikes.
     "primitive struct": (lambda k: LIAR.replace("Liar", "u64") + k.buggy, "shadowing the primitive type"),
     "primitive alias": (lambda k: LIAR + "type u32 = Liar;\n" + k.buggy, "`u32`, shadowing the primitive type"),
     "primitive import": (lambda k: LIAR + "use crate::Liar as usize;\n" + k.buggy, "imports an item as `usize`"),
-    # 4 behaving differently under test.
+    # 4 behaving differently under test, in any of the macro's delimiters.
     "cfg!(test)": (lambda k: FORGE + gut(k.fixed, "if cfg!(test) { sleepy_forge_report(); } unimplemented!()"),
                    "cfg!(test)"),
-}
-GENERIC_HOLES = {
-    "token-tree exit": (lambda k: forged_exit(k, "leave!(process :: std)", EXIT_VIA_TOKEN_TREES), "`std::process`"),
     "cfg![test]": (lambda k: FORGE + gut(k.fixed, "if cfg![test] { sleepy_forge_report(); } unimplemented!()"),
                    "cfg!(test)"),
+}
+# Techniques that once got past the screen; without it, what the proof channel makes of them.
+GENERIC_UNSCREENED = {
+    "token-tree exit": "hidden tests did not all run",  # a forged report, then exit(0)
+    "cfg![test]": "hidden tests failed",  # a forged report, then unimplemented!()
 }
 
 
@@ -297,27 +323,13 @@ def test_generic_forgery_is_refused_on_every_eval_koan(verifier, technique):
         assert_tampering(verifier.verify_candidate(koan, build(koan)), fragment)
 
 
-@pytest.mark.parametrize("technique", [
-    pytest.param("token-tree exit", marks=pytest.mark.xfail(strict=True, reason=(
-        "HOLE (static rule 4/8): `$a $s $b $s exit(0)` called as `leave!(process :: std)` assembles "
-        "std::process::exit from token trees; the splice rule only looks at `$x` next to `::` or `!`"))),
-    pytest.param("cfg![test]", marks=pytest.mark.xfail(strict=True, reason=(
-        "HOLE (static rule 7): only `cfg!(...)` with parentheses is checked; `cfg![test]` and "
-        "`cfg!{test}` are the same macro call"))),
-])
-def test_generic_forgery_that_slips_past_the_rules_is_refused(verifier, technique):
-    build, fragment = GENERIC_HOLES[technique]
+@pytest.mark.parametrize("technique", GENERIC_UNSCREENED)
+def test_generic_forgery_without_the_screen_never_passes_an_eval_koan(verifier, host, technique):
+    build, _ = GENERIC[technique]
     for koan in EVAL:
-        assert_tampering(verifier.verify_candidate(koan, build(koan)), fragment)
-
-
-@pytest.mark.parametrize("technique", GENERIC_HOLES)
-def test_generic_forgery_past_the_rules_never_passes_an_eval_koan(verifier, technique):
-    build, _ = GENERIC_HOLES[technique]
-    for koan in EVAL:
-        verdict = verifier.verify_candidate(koan, build(koan))
+        verdict = unscreened(verifier, host, koan, build(koan))
         assert not verdict.passed and verdict.tests_passed == 0, (koan.id, verdict.reason)
-        assert verdict.reason.startswith(("hidden tests did not all run", "hidden tests failed")), (koan.id, verdict.reason)
+        assert verdict.reason.startswith(GENERIC_UNSCREENED[technique]), (koan.id, verdict.reason)
 
 
 @pytest.mark.parametrize("koan", EVAL, ids=lambda k: k.id)
@@ -418,17 +430,32 @@ def test_renamed_exit_after_the_failing_logic_gives_no_proof(verifier, host):
     assert verdict.reason.startswith("hidden tests did not all run: 3 of 3 gave no proof")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "HOLE (static rules 4 and 8): `macro_rules! leave { ($b:tt $s:tt $a:tt) => { $a $s $b $s exit(0) } }` "
-    "with `leave!(process :: std)` reaches std::process::exit; only the proof channel stops it"))
 def test_exit_assembled_from_token_trees_is_refused(verifier):
+    # `$a $s $b $s exit(0)` with `leave!(process :: std)`: no splice touches `::` or `!`,
+    # but splices side by side can assemble any path, and are refused as such.
     code = forged_exit(KOANS["lt_104"], "leave!(process :: std)", EXIT_VIA_TOKEN_TREES)
-    assert_tampering(verifier.verify_candidate(KOANS["lt_104"], code), "`std::process`")
+    assert_tampering(verifier.verify_candidate(KOANS["lt_104"], code), "a macro splices `$a` into another splice")
 
 
-def test_exit_assembled_from_token_trees_gives_no_proof(verifier):
+# The separator alone is spliced, between names written out: no splice touches another.
+EXIT_VIA_SPLICED_SEPARATOR = "macro_rules! leave { ($s:tt) => { std $s process $s exit(0) }; }\n"
+
+
+def test_process_named_inside_a_macro_is_refused(verifier):
+    code = forged_exit(KOANS["lt_104"], "leave!(::)", EXIT_VIA_SPLICED_SEPARATOR)
+    assert_tampering(verifier.verify_candidate(KOANS["lt_104"], code), "`process` inside a macro")
+
+
+def test_exit_assembled_from_token_trees_gives_no_proof(verifier, host):
     code = forged_exit(KOANS["lt_104"], "leave!(process :: std)", EXIT_VIA_TOKEN_TREES)
-    verdict = verifier.verify_candidate(KOANS["lt_104"], code)
+    verdict = unscreened(verifier, host, KOANS["lt_104"], code)
+    assert not verdict.passed and verdict.tests_passed == 0
+    assert verdict.reason.startswith("hidden tests did not all run: 3 of 3 gave no proof")
+
+
+def test_process_named_inside_a_macro_gives_no_proof(verifier, host):
+    code = forged_exit(KOANS["lt_104"], "leave!(::)", EXIT_VIA_SPLICED_SEPARATOR)
+    verdict = unscreened(verifier, host, KOANS["lt_104"], code)
     assert not verdict.passed and verdict.tests_passed == 0
     assert verdict.reason.startswith("hidden tests did not all run: 3 of 3 gave no proof")
 
@@ -476,8 +503,10 @@ def test_shadowed_primitive_is_refused(verifier, name):
 def test_shadowed_primitive_never_reaches_the_tests(verifier, host, name):
     koan_id, prelude, _ = PRIMITIVE_ATTACKS[name]
     verdict = unscreened(verifier, host, KOANS[koan_id], _primitive_liar(koan_id, prelude))
-    assert not verdict.passed and "E0308" in verdict.error_codes
-    assert verdict.reason.startswith("hidden tests do not compile against the candidate")
+    mismatches = [d for d in verdict.diagnostics if d.is_error and d.code == "E0308"]
+    assert not verdict.passed and not verdict.compiled and mismatches
+    # Every mismatch is in the tests: their primitive is still the real one.
+    assert all(d.in_hidden_tests for d in mismatches)
 
 
 # -- 4 cfg(test) ---------------------------------------------------------------------------
@@ -494,10 +523,10 @@ def test_cfg_test_in_an_expression_is_refused(verifier, cfg):
     assert_tampering(verifier.verify_candidate(KOANS["lg_104"], code), "`cfg!(test)` makes code behave differently")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "HOLE (static rule 7): `cfg![test]` / `cfg!{test}` are not checked (only `cfg!(`); this candidate "
-    "rounds correctly only under test and PASSES lg_104"))
-@pytest.mark.parametrize("cfg", ["cfg![test]", "cfg!{test}"])
+# `cfg![test]` and `cfg!{test}` are the same macro call. There is no unscreened twin:
+# compiled, this candidate really rounds correctly under test and passes lg_104, so
+# the screen is the whole defence.
+@pytest.mark.parametrize("cfg", ["cfg![test]", "cfg!{test}", "cfg!{all(test)}"])
 def test_cfg_test_with_other_delimiters_is_refused(verifier, cfg):
     code = inject(KOANS["lg_104"].buggy, {"stars"}, ROUND_UNDER_TEST.format(cfg=cfg))
     assert_tampering(verifier.verify_candidate(KOANS["lg_104"], code), "cfg!(test)")
@@ -512,7 +541,12 @@ RUNTIME_READS = {
         if let Ok(entries) = std::fs::read_dir(dir) {
             for entry in entries.flatten() {
                 found.push_str(&format!("{}\n", entry.path().display()));
-                if let Ok(text) = std::fs::read_to_string(entry.path()) { found.push_str(&text); }
+                if entry.file_type().map(|t| t.is_file()).unwrap_or(false) {
+                    match std::fs::read_to_string(entry.path()) {
+                        Ok(text) => found.push_str(&text),
+                        Err(error) => found.push_str(&format!("  unreadable: {}\n", error)),
+                    }
+                }
             }
         }
     }
@@ -548,8 +582,43 @@ def test_runtime_reads_find_no_hidden_test_source(verifier, name):
     total = len(hidden_test_names(koan.tests))
     assert not verdict.passed and verdict.reason.startswith(f"hidden tests failed: {total} of {total}")
     assert evidence in verdict.test_output
-    assert_no_leak(koan, verdict)
+    assert_no_leak(koan, verdict.test_output)
     assert "__sleepy_harness" not in verdict.test_output
+
+
+# A candidate that returns a type without the PartialEq the tests' assert_eq! needs gets
+# E0369, which rustc locates inside the expansion of `assert_eq!` (core's macros). The
+# verifier attributes it to the outermost call site, the hidden test, so the feedback
+# names the error without the rendered text that quotes the hidden assertion.
+NO_EQ = ("fn url(&self) -> String {", "fn url(&self) -> Url {\n        return Url;",
+         "struct Post {", "#[derive(Debug)]\npub struct Url;\n\nstruct Post {")
+
+
+def test_errors_inside_the_tests_assertions_count_as_the_tests_and_are_not_quoted(verifier):
+    from pytest_sleepy.prompts import describe_verdict
+
+    koan = KOANS["tm_102"]
+    code = koan.fixed.replace(NO_EQ[0], NO_EQ[1]).replace(NO_EQ[2], NO_EQ[3])
+    verdict = verifier.verify_candidate(koan, code)
+    assert not verdict.passed and "E0369" in verdict.error_codes
+    in_macros = [d for d in verdict.diagnostics if d.is_error and d.code == "E0369"]
+    assert in_macros and all(d.in_hidden_tests for d in in_macros)
+    feedback = describe_verdict(verdict)
+    assert "E0369" in feedback and "sleepy_hidden_tests.rs" not in feedback
+    assert_no_leak(koan, feedback)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "RESIDUAL: a failing hidden `assert!(cond)` panics with \"assertion failed: <cond>\" (libtest/core "
+    "behaviour); the panic message is the feedback shown by design, so koans must not hide secrets in "
+    "assert! conditions (lg_102 shows `overdue_titles(&loans, 14).is_empty()`)"))
+def test_failing_assert_does_not_quote_the_hidden_test(verifier):
+    from pytest_sleepy.prompts import describe_verdict
+
+    koan = KOANS["lg_102"]
+    verdict = verifier.verify_candidate(koan, koan.buggy)
+    assert not verdict.passed and verdict.failed_tests
+    assert_no_leak(koan, verdict.test_output + describe_verdict(verdict))
 
 
 # -- 6 filling the writable places ---------------------------------------------------------
@@ -796,13 +865,17 @@ def test_pathological_input_is_judged_quickly_and_contained(verifier, name):
     assert not verdict.passed and verdict.reason.startswith(reason), verdict.reason
 
 
-@pytest.mark.xfail(strict=True, raises=UnicodeEncodeError, reason=(
-    "HOLE (host crash): a lone surrogate (what JSON's \\udc80 escape decodes to) passes the screen, "
-    "then writing candidate.rs raises UnicodeEncodeError out of verify_candidate instead of a verdict"))
-def test_lone_surrogate_gets_a_verdict_not_an_exception(verifier):
+# A lone surrogate is what JSON's \\udc80 escape decodes to: not text, and no UTF-8 file
+# can hold it. The screen answers with a verdict before anything is written.
+@pytest.mark.parametrize("where", ["in a string", "in a comment", "first"])
+def test_lone_surrogate_gets_a_verdict_not_an_exception(verifier, where):
     koan = KOANS["rh_003"]
-    verdict = verifier.verify_candidate(koan, koan.fixed + '\nconst S: &str = "\udc80";\n')
-    assert not verdict.passed and verdict.reason.startswith("does not compile")
+    code = {"in a string": koan.fixed + '\nconst S: &str = "\udc80";\n',
+            "in a comment": koan.fixed + "\n// \ud800\n",
+            "first": "\udfff" + koan.fixed}[where]
+    verdict = verifier.verify_candidate(koan, code)
+    assert not verdict.passed and not verdict.compiled
+    assert verdict.reason.startswith("does not compile: character ") and "lone surrogate" in verdict.reason
 
 
 # -- 11 macro tricks -----------------------------------------------------------------------------
@@ -878,57 +951,124 @@ def test_naming_the_hidden_module_in_a_raw_identifier_is_refused(verifier):
     assert_tampering(verifier.verify_candidate(KOANS["tb_006"], code), "names the hidden test module")
 
 
-# A trailing outer attribute lands on the `mod sleepy_hidden_tests;` the verifier appends.
+# A trailing outer attribute would land on the `mod sleepy_hidden_tests;` the verifier
+# appends; a `const _: () = ();` placed before it takes the attribute instead.
 TRAILING_ATTRIBUTES = {"cfg(any())": "#[cfg(any())]", "cfg_attr path": '#[cfg_attr(all(), path = "/dev/null")]'}
 
 
 @pytest.mark.parametrize("attribute", TRAILING_ATTRIBUTES)
-def test_trailing_attribute_that_removes_the_hidden_tests_gives_no_proof(verifier, attribute):
+def test_trailing_attribute_cannot_switch_off_the_hidden_tests(verifier, host, attribute):
     koan = KOANS["tm_104"]
-    verdict = verifier.verify_candidate(koan, forged_exit(koan, "unimplemented!()") + "\n" + TRAILING_ATTRIBUTES[attribute])
+    names = list(hidden_test_names(koan.tests))
+    # A forged report, then a panic: the hidden tests still run, call it, and fail.
+    forged = unscreened(verifier, host, koan, forged_exit(koan, "unimplemented!()") + "\n" + TRAILING_ATTRIBUTES[attribute])
+    assert not forged.passed and forged.tests_passed == 0 and forged.failed_tests == names
+    assert forged.reason.startswith("hidden tests failed: 3 of 3"), forged.reason
+    assert "not implemented" in forged.test_output
+    # The repair with the same tail: every hidden test ran and delivered its proof.
+    repaired = unscreened(verifier, host, koan, koan.fixed + "\n" + TRAILING_ATTRIBUTES[attribute])
+    assert repaired.passed and repaired.tests_passed == len(names)
+
+
+def test_trailing_cfg_any_through_the_verifier_leaves_the_hidden_tests_running(verifier):
+    koan = KOANS["tm_104"]
+    verdict = verifier.verify_candidate(koan, forged_exit(koan, "unimplemented!()") + "\n#[cfg(any())]")
     assert not verdict.passed and verdict.tests_passed == 0
-    assert verdict.reason.startswith("hidden tests did not all run: 3 of 3 gave no proof")
+    assert verdict.reason.startswith("hidden tests failed: 3 of 3"), verdict.reason
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "HOLE (static rules 2/3): a candidate ending in `#[cfg(any())]` or `#[cfg_attr(all(), path = \"...\")]` "
-    "disables or re-points the appended `mod sleepy_hidden_tests;` (and `cfg_attr(..., path = ...)` loads any "
-    "file as a module); only the proof channel stops it"))
-@pytest.mark.parametrize("attribute", TRAILING_ATTRIBUTES)
-def test_trailing_attribute_on_the_hidden_module_is_refused(verifier, attribute):
+# `path` anywhere inside an attribute loads any file as a module: at the end of the
+# candidate (where it once re-pointed the hidden module) or on a module of its own.
+PATH_ATTRIBUTES = {
+    "trailing cfg_attr path": lambda k: k.fixed + '\n#[cfg_attr(all(), path = "/dev/null")]',
+    "cfg_attr path on a module": lambda k: '#[cfg_attr(all(), path = "sleepy_hidden_tests.rs")]\nmod stolen;\n' + k.fixed,
+    "nested cfg_attr path": lambda k: '#[cfg_attr(all(), cfg_attr(all(), path = "/etc/passwd"))]\nmod stolen;\n' + k.fixed,
+}
+
+
+@pytest.mark.parametrize("name", PATH_ATTRIBUTES)
+def test_path_inside_any_attribute_is_refused(verifier, name):
     koan = KOANS["tm_104"]
-    verdict = verifier.verify_candidate(koan, koan.fixed + "\n" + TRAILING_ATTRIBUTES[attribute])
-    assert verdict.reason.startswith("tampering: ")
+    assert_tampering(verifier.verify_candidate(koan, PATH_ATTRIBUTES[name](koan)),
+                     "`#[path = ...]` loads a module from an arbitrary file")
 
 
-# rustc drops a first line that starts with `#!` (not `#![`) as a shebang; the screen's
-# lexer reads the raw string that starts there, hiding the rest of the file from every rule.
+# rustc drops a first line that starts with `#!` (not `#![`) as a shebang; a lexer that
+# read it as code would open the raw string `r#"` there and hide the rest of the file.
 SHEBANG = '#!r#"\n{code}\n// "#\n'
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "HOLE (leak + every static rule bypassed): a first line `#!r#\"` is a shebang to rustc but opens a raw "
-    "string for the screen's lexer, so `include_str!(\"sleepy_hidden_tests.rs\")` compiles and its panic "
-    "puts the hidden test source into verdict.test_output"))
 def test_shebang_cannot_hide_code_from_the_screen(verifier):
     koan = KOANS["bc_001"]
     code = SHEBANG.format(code='const HIDDEN: &str = include_str!("sleepy_hidden_tests.rs");\n'
                                + inject(koan.fixed, functions_under_test(koan), 'panic!("{}", HIDDEN);'))
     verdict = verifier.verify_candidate(koan, code)
-    assert not verdict.passed
-    assert_no_leak(koan, verdict)
-    assert verdict.reason.startswith("tampering: ")
+    assert_tampering(verdict, "`include_str!` reads files")
+    assert_no_leak(koan, verdict.test_output)
 
 
-def test_shebang_hidden_exit_still_gives_no_proof(verifier):
+def test_shebang_hidden_exit_is_refused(verifier):
     koan = KOANS["bc_002"]
     verdict = verifier.verify_candidate(koan, SHEBANG.format(code=forged_exit(koan, "std::process::exit(0)")))
+    assert_tampering(verdict, "`std::process` can exit early")
+
+
+def test_shebang_hidden_exit_gives_no_proof(verifier, host):
+    koan = KOANS["bc_002"]
+    verdict = unscreened(verifier, host, koan, SHEBANG.format(code=forged_exit(koan, "std::process::exit(0)")))
     assert not verdict.passed and verdict.tests_passed == 0
-    assert verdict.reason.startswith(("tampering: ", "hidden tests did not all run"))
+    assert verdict.reason.startswith("hidden tests did not all run: 4 of 4 gave no proof"), verdict.reason
+
+
+# Where the screen's lexer once disagreed with rustc on what is code. rustc's shebang
+# test skips only plain comments after `#!` before looking for `[`: a doc comment
+# counts as a token, so `#!/** x */[allow r#"` is a shebang to rustc (line 1 dropped);
+# the lexer now reads it the same way, instead of as a raw string hiding the file.
+DOC_COMMENT_SHEBANG = '#!/** x */[allow r#"\n{code}\n// "#]\n'
+# rustc's whitespace is Unicode Pattern_White_Space: also U+000B, U+000C, U+0085, U+200E,
+# U+200F (invisible marks), U+2028 and U+2029; the lexer skips them all too, so
+# `cfg\u200e!(test)` is `cfg` followed by `!` to every rule.
+UNICODE_WHITESPACE = {"form feed": "\x0c", "next line": "\x85", "left-to-right mark": "\u200e"}
+
+
+def _under_test_only(hide) -> str:
+    """lg_104's buggy code, rounding correctly only under test (it then passes)."""
+    return hide(inject(KOANS["lg_104"].buggy, {"stars"}, ROUND_UNDER_TEST.format(cfg="cfg!(test)")))
+
+
+def _stealing(hide) -> str:
+    """bc_001's fix, panicking with the hidden test file's text read at compile time."""
+    koan = KOANS["bc_001"]
+    return hide('const HIDDEN: &str = include_str!("sleepy_hidden_tests.rs");\n'
+                + inject(koan.fixed, functions_under_test(koan), 'panic!("{}", HIDDEN);'))
+
+
+def _spaced(ws: str):
+    """Puts `ws` between the macro's name and its `!`."""
+    return lambda code: code.replace("cfg!(test)", f"cfg{ws}!(test)").replace("include_str!(", f"include_str{ws}!(")
+
+
+DISAGREEMENTS = {
+    "doc-comment shebang": lambda code: DOC_COMMENT_SHEBANG.format(code=code),
+    **{f"{name} before !": _spaced(ws) for name, ws in UNICODE_WHITESPACE.items()},
+}
+
+
+@pytest.mark.parametrize("name", DISAGREEMENTS)
+def test_code_rustc_reads_is_code_to_the_screen(verifier, name):
+    hide = DISAGREEMENTS[name]
+    passing = verifier.verify_candidate(KOANS["lg_104"], _under_test_only(hide))
+    stealing = verifier.verify_candidate(KOANS["bc_001"], _stealing(hide))
+    assert not passing.passed, "lg_104 passed without being repaired"
+    assert_no_leak(KOANS["bc_001"], stealing.test_output)
+    assert_tampering(passing, "cfg!(test)")
+    assert_tampering(stealing, "`include_str!` reads files")
 
 
 # Lies that need no forbidden name: the hidden tests reach the candidate's items through
-# `use super::*`, and only prelude names and primitive types are shielded.
+# `use super::*`. The tests import by name the prelude, the primitive types and every std
+# item the koan's programs import (HashMap, Ordering, ...), and an empty enum shadows
+# each trait or `as`-rename the candidate adds: look-alikes of those never reach them.
 MAP_LIAR = LIAR + r'''
 impl std::ops::Not for Liar {
     type Output = bool;
@@ -1028,28 +1168,69 @@ def _wrong_on_empty_input(koan: Koan) -> str:
 
 # A by-value trait method is found before the inherent `Vec::is_empty(&self)`.
 BY_VALUE_IS_EMPTY = "\npub trait Sneaky {\n    fn is_empty(self) -> bool;\n}\nimpl Sneaky for Vec<usize> {\n    fn is_empty(self) -> bool { true }\n}\n"
-LIES = {
-    "HashMap look-alike": ("bc_008", lambda k: MAP_LIAR, (
-        "HOLE (pass, eval bc_008): `pub struct HashMap` is not a protected name; the tests' `HashMap<String, "
-        "String>` resolves through `use super::*` to it, and its lying len/index/get/is_empty pass all 3 tests "
-        "with no parsing at all")),
-    "Ordering look-alike": ("rh_010", lambda k: ORDERING_LIAR, (
-        "HOLE (pass, eval rh_010): `pub type Ordering = Liar` replaces std::cmp::Ordering for the tests "
-        "(`let order: Ordering = ...`, `Ordering::Greater`); with lying Version/compare all 3 tests pass")),
-    "own types that lie": ("rh_005", lambda k: AUCTION_LIAR, (
-        "HOLE (pass, eval rh_005; the documented residual risk): winner() returns the candidate's type whose "
-        "PartialEq<Result<(), AuctionError>> is always true and whose expect() yields a Bid of lying fields")),
-    "by-value trait shadowing Vec::is_empty": ("bc_010", lambda k: _wrong_on_empty_input(k) + BY_VALUE_IS_EMPTY, (
-        "HOLE (pass, eval bc_010): a candidate trait with `fn is_empty(self)` for Vec<usize>, glob-imported "
-        "into the tests, wins method resolution over the inherent &self method; a wrong result passes")),
+# Look-alikes the hidden tests never see: the reason each gets instead of a pass.
+DEFEATED_LIES = {
+    # `pub struct HashMap` with lying len/index/get/is_empty: the tests' HashMap is std's.
+    "HashMap look-alike": ("bc_008", lambda k: MAP_LIAR, "hidden tests do not compile against the candidate (E0308)"),
+    # `pub type Ordering = Liar`: the tests' `Ordering::Greater` is std::cmp's.
+    "Ordering look-alike": ("rh_010", lambda k: ORDERING_LIAR, "hidden tests do not compile against the candidate (E0308)"),
 }
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=LIES[n][2])) for n in LIES])
-def test_lying_look_alikes_do_not_pass(verifier, name):
-    koan_id, build, _ = LIES[name]
+@pytest.mark.parametrize("name", DEFEATED_LIES)
+def test_std_look_alikes_and_extra_traits_never_reach_the_tests(verifier, name):
+    koan_id, build, reason = DEFEATED_LIES[name]
     verdict = verifier.verify_candidate(KOANS[koan_id], build(KOANS[koan_id]))
     assert not verdict.passed, f"{koan_id} passed without being repaired"
+    assert verdict.reason.startswith(reason), verdict.reason
+    # Every type error is in the tests: their HashMap / Ordering is still the standard one.
+    assert all(d.in_hidden_tests for d in verdict.diagnostics if d.is_error)
+
+
+# A by-value `is_empty(self)` of the candidate's own trait, implemented for Vec<usize>,
+# would be chosen over Vec's inherent `is_empty(&self)` in the tests (`use super::*`
+# brings the trait into scope, whatever its name, even imported `as _`). Rule 9 refuses
+# a candidate's own trait on a type it did not define; the empty-enum shadow in the
+# hidden module is a second layer for the plainly named case.
+CAPTURING_TRAITS = {
+    "plain trait": BY_VALUE_IS_EMPTY,
+    "trait imported as _": (
+        "\nmod sneaky {\n    pub trait Sneaky {\n        fn is_empty(self) -> bool;\n    }\n"
+        "    impl Sneaky for Vec<usize> {\n        fn is_empty(self) -> bool { true }\n    }\n}\n"
+        "pub use sneaky::Sneaky as _;\n"),
+    "trait named main": (
+        "\n#[allow(non_camel_case_types)]\npub trait main {\n    fn is_empty(self) -> bool;\n}\n"
+        "impl main for Vec<usize> {\n    fn is_empty(self) -> bool { true }\n}\n"),
+    "trait named like a hidden test": (
+        "\n#[allow(non_camel_case_types)]\npub trait empty_input_gives_empty_results {\n    fn is_empty(self) -> bool;\n}\n"
+        "impl empty_input_gives_empty_results for Vec<usize> {\n    fn is_empty(self) -> bool { true }\n}\n"),
+    "blanket impl": (
+        "\npub trait Sneaky {\n    fn is_empty(self) -> bool;\n}\n"
+        "impl<T> Sneaky for T {\n    fn is_empty(self) -> bool { true }\n}\n"),
+}
+
+
+@pytest.mark.parametrize("name", CAPTURING_TRAITS)
+def test_candidate_traits_on_std_types_are_refused(verifier, name):
+    koan = KOANS["bc_010"]
+    verdict = verifier.verify_candidate(koan, _wrong_on_empty_input(koan) + CAPTURING_TRAITS[name])
+    assert_tampering(verdict, "implements the candidate's own trait")
+
+
+def test_a_plainly_named_capturing_trait_is_also_shadowed_in_the_tests(verifier, host):
+    koan = KOANS["bc_010"]
+    verdict = unscreened(verifier, host, koan, _wrong_on_empty_input(koan) + BY_VALUE_IS_EMPTY)
+    assert not verdict.passed and verdict.failed_tests == ["empty_input_gives_empty_results"]
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "RESIDUAL: (pass, eval rh_005) the tests compare the candidate's OWN types (winner() -> Outcome) with "
+    "==, and a type the candidate defines may implement PartialEq/Deref as it likes; no verifier can tell "
+    "a lying impl from a real one, so the koan authoring contract must judge such values by pattern "
+    "matching on std types, never by == on the candidate's types"))
+def test_own_types_that_lie_do_not_pass(verifier):
+    verdict = verifier.verify_candidate(KOANS["rh_005"], AUCTION_LIAR)
+    assert not verdict.passed, "rh_005 passed without being repaired"
 
 
 def test_wrong_result_on_empty_input_fails_without_the_lying_trait(verifier):

@@ -124,12 +124,14 @@ def test_traits_and_renames_the_koan_lacks_are_shadowed_in_the_tests():
     assert "enum Shape" not in source and "enum u64" not in source
 
 
-def test_a_candidate_trait_cannot_capture_a_method_the_tests_call_on_a_std_type(verifier):
+def test_a_candidate_trait_cannot_capture_a_method_the_tests_call_on_a_std_type(verifier, tmp_path):
+    # The screen refuses such a trait (tamper rule 9); past it, the shadow still holds.
     tests = "#[test]\nfn empty_is_empty() { let v: Vec<usize> = total_list(); assert!(!v.is_empty()); }"
     koan = make_koan(tests=tests, buggy="pub fn total_list() -> Vec<usize> { vec![] }",
                      fixed="pub fn total_list() -> Vec<usize> { vec![1] }")
     sneaky = ("pub trait Sneaky { fn is_empty(self) -> bool; }\n"
               "impl Sneaky for Vec<usize> { fn is_empty(self) -> bool { false } }\n" + koan.buggy)
-    verdict = verifier.verify_candidate(koan, sneaky)
+    assert verifier.verify_candidate(koan, sneaky).tampering
+    verdict = verifier._build_and_test(koan, sneaky, tmp_path)
     assert not verdict.passed and verdict.failed_tests == ["empty_is_empty"]
     assert verifier.verify_candidate(koan, koan.fixed).passed

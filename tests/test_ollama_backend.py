@@ -170,6 +170,25 @@ def test_a_server_gone_mid_run_is_an_outage_after_the_retries_not_a_koan_failure
         model(f"{MODEL}?retries=1").complete(REQUEST)
 
 
+def test_a_connection_cut_by_a_live_server_is_the_koans_model_error(server):
+    server.failures.append(Failure(disconnect=True))
+
+    with pytest.raises(ModelError, match="gave up after 1 attempt"):
+        model(f"{MODEL}?retries=0").complete(REQUEST)
+
+
+def test_a_connection_cut_as_the_server_dies_is_an_outage(monkeypatch):
+    import threading
+
+    running = OllamaServer().start()
+    monkeypatch.setenv("OLLAMA_HOST", running.url)
+    running.failures.append(Failure(delay=30, disconnect=True))  # cut short when the server stops
+    threading.Timer(0.3, running.stop).start()
+
+    with pytest.raises(ModelUnavailable, match="stopped answering \\(1 attempt\\)"):
+        model(f"{MODEL}?retries=0").complete(REQUEST)
+
+
 @pytest.mark.parametrize("setting", ["temperature=0", "timeout=0", "timeout=soon", "retries=-1", "retries=1.5"])
 def test_a_bad_setting_is_refused_by_name(setting):
     key = setting.partition("=")[0]

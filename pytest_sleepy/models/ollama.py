@@ -15,8 +15,9 @@ A request that fails transiently (connection refused or reset, timeout, HTTP 5xx
 429) is tried again, up to `retries` more times with doubling waits, since a server
 still loading a model or briefly overloaded usually answers a moment later. Anything
 else (an unknown model, a bad request) fails at once: asking again would not help.
-A server that still refuses connections after the retries is gone: that raises
-ModelUnavailable, which stops the session instead of failing every remaining koan.
+A server that still refuses connections after the retries, or whose connection was cut
+and which then takes no new one, is gone: that raises ModelUnavailable, which stops
+the session instead of failing every remaining koan.
 """
 
 from __future__ import annotations
@@ -155,13 +156,24 @@ class OllamaModel:
                     raise ModelError(failure) from None
                 if attempt > self.retries:
                     attempts = f"{attempt} attempt" + ("s" if attempt > 1 else "")
-                    if isinstance(error, (ConnectionError, httpx.ConnectError)):
-                        # No server any more: every later koan would fail the same way,
-                        # which is an outage, not the model's score.
+                    if isinstance(error, (ConnectionError, httpx.ConnectError)) or (
+                            isinstance(error, httpx.TransportError) and not self._server_answers()):
+                        # No server any more (refused now, or a connection cut as it died):
+                        # every later koan would fail the same way, which is an outage, not
+                        # the model's score.
                         raise ModelUnavailable(f"the Ollama server at {self.host} stopped answering "
                                                f"({attempts}); restart it with `ollama serve`") from None
                     raise ModelError(f"{failure}; gave up after {attempts}") from None
                 time.sleep(self.backoff_seconds * 2 ** (attempt - 1))
+
+
+    def _server_answers(self) -> bool:
+        """Whether the server still takes a connection (after a request was cut off)."""
+        try:
+            httpx.get(f"{self.host}/api/version", timeout=2.0)
+        except httpx.HTTPError:
+            return False
+        return True
 
 
 def _positive_seconds(spec: ModelSpec, key: str, default: float) -> float:

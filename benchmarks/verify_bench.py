@@ -19,9 +19,10 @@ Last, the host-side checks (size cap, lexer, tamper rules: `Verifier.screen`), w
 in the pytest process before any sandbox: (f) on a 1 MiB candidate built from the
 inputs that used to be slow (runs of `use` tokens, deep nesting, long runs of
 attributes, raw identifiers), with the size cap lifted so that every check runs, and
-(g) on every koan's reference fix. The ratio (f)/(g), divided by the ratio of their
-sizes, is near 1 when the checks are linear. (h) is the same 1 MiB candidate under the
-default cap, which refuses it unread.
+(g) on every koan's reference fix, as a ratio. Linearity is shown by the same kind of
+candidate at a quarter of the size: (f) / (f at 256 KiB) is near 4 when the checks are
+linear (a quadratic check would give 16). (h) is the 1 MiB candidate under the default
+cap, which refuses it unread.
 """
 
 from __future__ import annotations
@@ -144,21 +145,22 @@ def adversarial_candidate(size: int) -> str:
 
 
 def host_side_checks(sandbox, koans, rounds: int = 3) -> None:
-    big = adversarial_candidate(1024 * 1024)
+    big, quarter = adversarial_candidate(1024 * 1024), adversarial_candidate(256 * 1024)
     lifted = Verifier(sandbox, None, max_candidate_bytes=2 * len(big))
     capped = Verifier(sandbox, None)
     koan = koans[0]
     if lifted.screen(koan, big) is not None:
         raise RuntimeError(f"the adversarial candidate was refused: {lifted.screen(koan, big).reason}")
     f = min(timed(lifted.screen, koan, big) for _ in range(rounds))
+    f_quarter = min(timed(lifted.screen, koan, quarter) for _ in range(rounds))
     g = statistics.median(min(timed(lifted.screen, k, k.fixed) for _ in range(rounds)) for k in koans)
     h = min(timed(capped.screen, koan, big) for _ in range(rounds))
     normal_size = statistics.median(len(k.fixed.encode()) for k in koans)
     print(f"(f) host-side checks, 1 MiB adversarial candidate, cap lifted   {f * 1000:9.1f} ms")
     print(f"(g) host-side checks, a koan's reference fix (median {normal_size / 1024:.1f} KiB) {g * 1000:9.2f} ms")
     print(f"(h) 1 MiB candidate under the default cap ({MAX_CANDIDATE_BYTES // 1024} KiB)       {h * 1000:9.3f} ms")
-    print(f"(f)/(g) = {f / g:.0f}; size ratio {len(big) / normal_size:.0f}; "
-          f"per byte {(f / len(big)) / (g / normal_size):.2f} (1 = linear)")
+    print(f"(f)/(g) = {f / g:.0f} for {len(big) / normal_size:.0f} times the bytes")
+    print(f"(f) / (f at 256 KiB, {f_quarter * 1000:.1f} ms) = {f / f_quarter:.2f}   linear: 4, quadratic: 16")
 
 
 def _checked(verifier: Verifier, koan, code: str, should_pass: bool) -> None:

@@ -42,6 +42,7 @@ Two more properties are structural, not rules about names:
 
 from __future__ import annotations
 
+import functools
 import re
 import secrets
 from dataclasses import dataclass
@@ -138,6 +139,22 @@ def hidden_module_source(tests: str, programs: tuple[str, ...] = (), candidate: 
     that it proves its pass, with standard macros absolute, the standard names the tests
     may mean imported by name (`programs`: the koan's buggy and fixed code), and the
     candidate's own traits and renames kept out of the tests' scope."""
+    koan = _koan_part(tests, tuple(programs))
+    hidden = sorted(_traits_and_renames(candidate) - koan.reserved)
+    shadows = "".join(f"#[allow(dead_code)]\nenum {name} {{}}\n" for name in hidden)
+    return f"{koan.head}{shadows}\n{koan.body}"
+
+
+@dataclass(frozen=True)
+class _KoanPart:
+    head: str  # `use super::*` and the imports by name
+    body: str  # the tests, their wrappers and the harness module
+    reserved: frozenset[str]  # names a shadow must not take
+
+
+@functools.lru_cache(maxsize=512)
+def _koan_part(tests: str, programs: tuple[str, ...]) -> _KoanPart:
+    """Everything of the module that depends on the koan alone, built once per koan."""
     tokens = _tokens(tests)
     edits: list[tuple[int, int, str]] = []
     wrappers: list[str] = []
@@ -150,7 +167,6 @@ def hidden_module_source(tests: str, programs: tuple[str, ...] = (), candidate: 
                 and tokens[i + 1].text == "!" and not (i > 0 and tokens[i - 1].text == "::")
                 and not (i > 0 and tokens[i - 1].text == "macro_rules")):
             edits.append((token.start, token.start, "::std::"))
-    body = _apply(tests, edits)
     declared_by_tests = _names_the_tests_declare(tokens)
     standard = {name: path for name, path in _PRELUDE_PATHS.items() if name not in declared_by_tests}
     koan_names: set[str] = set()
@@ -159,14 +175,11 @@ def hidden_module_source(tests: str, programs: tuple[str, ...] = (), candidate: 
         standard.update({name: path for name, path in _std_imports(program).items() if name not in declared_by_tests})
     primitives = sorted(set(PRIMITIVE_TYPES) - declared_by_tests - set(standard))
     imports = "".join(f"#[allow(unused_imports)]\nuse {path} as {name};\n" for name, path in sorted(standard.items()))
-    hidden = sorted(_traits_and_renames(candidate) - koan_names - declared_by_tests - set(standard) - set(primitives))
-    shadows = "".join(f"#[allow(dead_code)]\nenum {name} {{}}\n" for name in hidden)
-    return (
-        "#[allow(unused_imports)]\nuse super::*;\n"
-        f"{imports}"
-        f"#[allow(unused_imports)]\nuse ::std::primitive::{{{', '.join(primitives)}}};\n{shadows}\n"
-        f"{body}\n\n{''.join(wrappers)}\n{_HARNESS_MODULE}"
-    )
+    head = ("#[allow(unused_imports)]\nuse super::*;\n" f"{imports}"
+            f"#[allow(unused_imports)]\nuse ::std::primitive::{{{', '.join(primitives)}}};\n")
+    body = f"{_apply(tests, edits)}\n\n{''.join(wrappers)}\n{_HARNESS_MODULE}"
+    reserved = frozenset(koan_names | declared_by_tests | set(standard) | set(primitives))
+    return _KoanPart(head, body, reserved)
 
 
 def _wrapper(test: HiddenTest) -> str:
@@ -189,30 +202,29 @@ def _rust_string(text: str) -> str:
 # code calls.
 _HARNESS_MODULE = f"""#[allow(dead_code)]
 mod {_HARNESS} {{
-    static TOKENS: ::std::sync::OnceLock<::std::vec::Vec<(::std::string::String, ::std::string::String)>> =
-        ::std::sync::OnceLock::new();
+    static TOKENS: ::std::sync::OnceLock<::std::string::String> = ::std::sync::OnceLock::new();
 
-    fn claim(name: &str) -> ::std::string::String {{
-        let tokens = TOKENS.get_or_init(|| {{
+    fn claim(name: &str) -> &'static str {{
+        let text = TOKENS.get_or_init(|| {{
             let mut text = ::std::string::String::new();
             let _ = ::std::io::Read::read_to_string(&mut ::std::io::stdin(), &mut text);
-            text.lines()
-                .filter_map(|line| line.split_once(' '))
-                .map(|(n, t)| (::std::borrow::ToOwned::to_owned(n), ::std::borrow::ToOwned::to_owned(t)))
-                .collect()
+            text
         }});
-        for (n, t) in tokens.iter() {{
-            if n == name {{
-                return ::std::clone::Clone::clone(t);
+        for line in text.lines() {{
+            if let ::std::option::Option::Some((n, t)) = line.split_once(' ') {{
+                if n == name {{
+                    return t;
+                }}
             }}
         }}
-        ::std::string::String::new()
+        ""
     }}
 
     fn deliver(token: &str) {{
-        let line = ::std::format!("\\n{PROOF_MARK}{{}}\\n", token);
         let mut out = ::std::io::stdout().lock();
-        let _ = ::std::io::Write::write_all(&mut out, line.as_bytes());
+        let _ = ::std::io::Write::write_all(&mut out, b"\\n{PROOF_MARK}");
+        let _ = ::std::io::Write::write_all(&mut out, token.as_bytes());
+        let _ = ::std::io::Write::write_all(&mut out, b"\\n");
         let _ = ::std::io::Write::flush(&mut out);
     }}
 
@@ -233,7 +245,7 @@ mod {_HARNESS} {{
     pub fn run<T: Outcome>(name: &str, body: fn() -> T) {{
         let token = claim(name);
         Outcome::check(body());
-        deliver(&token);
+        deliver(token);
     }}
 
     pub fn run_should_panic<T: Outcome>(name: &str, expected: ::std::option::Option<&str>, body: fn() -> T) {{
@@ -255,7 +267,7 @@ mod {_HARNESS} {{
                 ::std::panic!("the test panicked with {{:?}}, not a message containing {{:?}}", message, expected);
             }}
         }}
-        deliver(&token);
+        deliver(token);
     }}
 }}
 """

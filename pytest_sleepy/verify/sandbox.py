@@ -140,6 +140,12 @@ class Toolchain:
             cargo = shutil.which("cargo")
         return Toolchain(rustc=rustc, cargo=cargo, sysroot=sysroot, version=_output([rustc, "-vV"]))
 
+    @property
+    def std_library_dir(self) -> str:
+        """Where std's shared library lives (`rustc --print target-libdir`)."""
+        host = next((line.split(":", 1)[1].strip() for line in self.version.splitlines() if line.startswith("host:")), "")
+        return os.path.join(self.sysroot, "lib", "rustlib", host, "lib")
+
     def require_cargo(self) -> str:
         if not self.cargo:
             raise ToolchainMissing("cargo was not found next to rustc or on PATH: koans with dependencies need it")

@@ -43,6 +43,7 @@ the check is linear in the candidate's size.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import replace
 
 from .harness import CRATE_NAMES, HIDDEN_TEST_MODULE, PRELUDE_NAMES, PRIMITIVE_TYPES, STD_MACROS
@@ -73,7 +74,7 @@ def find_tampering(code: str | list[Token], koan_programs: tuple[str, ...] = ())
             return None
     tokens = normalised_tokens(code)
     pairs = bracket_pairs(tokens)
-    koan_traits = _traits_declared(koan_programs)
+    koan_traits = _traits_declared(tuple(koan_programs))
     for check in (
         _names_hidden_module,
         _reads_at_compile_time,
@@ -326,6 +327,7 @@ def _forbidden_names_in_macros(tokens, pairs):
     return None
 
 
+@functools.lru_cache(maxsize=512)
 def _traits_declared(programs: tuple[str, ...]) -> frozenset[str]:
     names = set()
     for program in programs:

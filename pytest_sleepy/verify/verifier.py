@@ -175,6 +175,7 @@ class Verifier:
             [f"./{TEST_BINARY}", "--exact", "--test-threads=1", "--color", "never",
              *(f"{HIDDEN_TEST_MODULE}::{name}" for name in expected)],
             workdir=workdir / "run", limits=self.test_limits, stdin=tokens_input(tokens), proc=False,
+            env={"LD_LIBRARY_PATH": self.toolchain.std_library_dir},
         )
         proven = proven_tests(run.stdout, tokens)
         return _judge_test_run(replace(base, compiled=True, run_seconds=round(run.seconds, 4)),
@@ -200,6 +201,9 @@ class Verifier:
              "--error-format=json", "-F", "unsafe_code", "-C", "debuginfo=0",
              # std's debug info is most of what the linker copies; tests never need it.
              "-C", "strip=debuginfo",
+             # Linking std as a shared library leaves the linker a fraction of the work;
+             # the test run finds it in the (read-only) toolchain, see LD_LIBRARY_PATH.
+             "-C", "prefer-dynamic",
              "-o", output, CANDIDATE_FILES[0]],
             workdir=workdir, limits=self.compile_limits, writable=("run",),
         )

@@ -485,7 +485,8 @@ def _validate(args) -> int:
     verifier = _verifier(args)
     checks = check_corpus(koans, verifier, jobs=args.jobs)
     print(tabulate([_check_row(c) for c in checks],
-                   headers=["koan", "split", "family", "pattern", "buggy", "fixed", "status"]))
+                   headers=["koan", "split", "family", "pattern", "buggy", "fixed", "alternatives", "decoys",
+                            "status"]))
     bad = [c for c in checks if not c.ok]
     for check in bad:
         print(f"\n{check.koan.id} ({check.koan.path}):")
@@ -507,7 +508,10 @@ def _check_row(check: KoanCheck) -> tuple:
     else:
         buggy_text = " ".join(buggy.error_codes) or buggy.reason[:30]
     fixed_text = "-" if fixed is None else f"tests {fixed.tests_passed}/{fixed.tests_total}"
-    return (koan.id, koan.split, koan.family, koan.pattern, buggy_text, fixed_text, "ok" if check.ok else "BAD")
+    alternatives = f"{check.alternatives_passed}/{len(koan.alternatives)} pass" if koan.alternatives else "-"
+    decoys = f"{check.decoys_failed}/{len(koan.decoys)} fail" if koan.decoys else "-"
+    return (koan.id, koan.split, koan.family, koan.pattern, buggy_text, fixed_text, alternatives, decoys,
+            "ok" if check.ok else "BAD")
 
 
 def _import(args) -> int:

@@ -22,6 +22,21 @@ File format (`koans/<family>/<id>.toml`)::
     flagged = "..."             # optional: why this koan is not usable yet (set by importers
                                 # for koans without tests); validation reports it as bad
 
+    [[alternatives]]            # valid fixes in other styles (eval koans: at least 2); each
+    why = "returns &str"        # must pass (`sleepy koans validate`)
+    code = '''...'''
+
+    [[decoys]]                  # plausible wrong fixes (eval koans: at least 2); each must
+    why = "..."                 # compile and fail the hidden tests
+    code = '''...'''
+
+    [equivalent_mutants]        # mutants of `fixed` no test can kill, by id, with the reason
+    "relational:12:17:< -> <=" = "the two values are never equal here"
+
+Alternatives, decoys and equivalent mutants are never shown to a model and never become
+training data (the leakage guard treats alternatives and decoys as the koan's own text);
+koans/README.md is the authoring contract they serve.
+
 A corpus may add families in `families.toml` at its root (`name = "description"`).
 Every problem found while loading is reported with the file, the field and what to do.
 """
@@ -38,6 +53,7 @@ from pathlib import Path
 
 __all__ = [
     "Koan",
+    "KoanProgram",
     "KoanFileError",
     "CorpusError",
     "BUILTIN_FAMILIES",
@@ -57,13 +73,21 @@ BUILTIN_FAMILIES = {
 EDITIONS = ("2015", "2018", "2021", "2024")
 SPLITS = ("eval", "train")
 REQUIRED = ("id", "family", "pattern", "title", "edition", "split", "expect", "buggy", "fixed", "tests")
-OPTIONAL = ("hint", "dependencies", "flagged")
+OPTIONAL = ("hint", "dependencies", "flagged", "alternatives", "decoys", "equivalent_mutants")
 _ID = re.compile(r"^[a-z0-9][a-z0-9_]*$")
 _SNAKE = re.compile(r"^[a-z][a-z0-9_]*$")
 _ERROR_CODE = re.compile(r"^E[0-9]{4}$")
 # A first look for hidden tests; the verifier reads them properly (and refuses a koan
 # whose tests it cannot find, so this check can only be stricter, never looser).
 _TEST_ATTRIBUTE = re.compile(r"#\s*\[\s*test\s*\]")
+
+
+@dataclass(frozen=True)
+class KoanProgram:
+    """An alternative fix or a decoy: a whole program and why it is what it is."""
+
+    why: str
+    code: str
 
 
 @dataclass(frozen=True)
@@ -82,6 +106,9 @@ class Koan:
     dependencies: dict[str, Path] = field(default_factory=dict, hash=False, compare=False)
     flagged: str | None = None
     path: Path | None = field(default=None, compare=False)
+    alternatives: tuple[KoanProgram, ...] = field(default=(), compare=False)
+    decoys: tuple[KoanProgram, ...] = field(default=(), compare=False)
+    equivalent_mutants: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
 
     @property
     def is_logic_bug(self) -> bool:
@@ -195,6 +222,9 @@ def load_koan(path: Path | str, families: dict[str, str] | None = None) -> Koan:
         dependencies=_dependencies(path, data.get("dependencies", {})),
         flagged=data.get("flagged"),
         path=path,
+        alternatives=_programs(path, data, "alternatives"),
+        decoys=_programs(path, data, "decoys"),
+        equivalent_mutants=_equivalent_mutants(path, data.get("equivalent_mutants", {})),
     )
 
 
@@ -239,6 +269,30 @@ def _read_toml(path: Path) -> dict:
         raise KoanFileError(path, None, f"is not UTF-8 (byte {error.start}); save the file as UTF-8") from None
     except OSError as error:
         raise KoanFileError(path, None, f"cannot read: {error.strerror}") from None
+
+
+def _programs(path: Path, data: dict, name: str) -> tuple[KoanProgram, ...]:
+    entries = data.get(name, [])
+    if not isinstance(entries, list):
+        raise KoanFileError(path, name, f'must be an array of tables: [[{name}]] with why = "..." and code = \'\'\'...\'\'\'')
+    programs = []
+    for index, entry in enumerate(entries):
+        where = f"{name}[{index}]"
+        if not isinstance(entry, dict) or set(entry) != {"why", "code"}:
+            raise KoanFileError(path, where, "needs exactly two keys: why (one line) and code (the whole program)")
+        if not all(isinstance(entry[k], str) and entry[k].strip() for k in ("why", "code")):
+            raise KoanFileError(path, where, "why and code must be non-empty strings")
+        programs.append(KoanProgram(entry["why"].strip(), entry["code"]))
+    return tuple(programs)
+
+
+def _equivalent_mutants(path: Path, table) -> dict[str, str]:
+    if not isinstance(table, dict) or not all(isinstance(k, str) and isinstance(v, str) and v.strip()
+                                              for k, v in table.items()):
+        raise KoanFileError(path, "equivalent_mutants",
+                            'must be a table of `"mutant id" = "why no test can kill it"` (ids as '
+                            "`sleepy koans validate --mutants` prints them)")
+    return dict(table)
 
 
 def _dependencies(path: Path, table) -> dict[str, Path]:

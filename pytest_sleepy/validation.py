@@ -9,7 +9,9 @@ For each koan:
 3. the hidden tests catch a stubbed fix: replacing the body of each function the fix
    changed with `todo!()` must fail them (when the fix changes no function body, as
    with a missing derive, every function but `main` is stubbed at once). This is the
-   earlier system's worst failure: there, deleting the broken code "passed".
+   earlier system's worst failure: there, deleting the broken code "passed";
+4. every alternative fix passes, and every decoy compiles and fails the hidden tests;
+   an eval koan has at least two of each (koans/README.md, the authoring contract).
 """
 
 from __future__ import annotations
@@ -24,12 +26,18 @@ from .verify.verifier import Verdict, Verifier
 __all__ = ["KoanCheck", "check_koan", "check_corpus", "stub_mutants"]
 
 
+# What the contract asks of every eval koan.
+MIN_ALTERNATIVES = MIN_DECOYS = 2
+
+
 @dataclass
 class KoanCheck:
     koan: Koan
     buggy: Verdict | None = None
     fixed: Verdict | None = None
     problems: list[str] = field(default_factory=list)
+    alternatives_passed: int = 0
+    decoys_failed: int = 0
 
     @property
     def ok(self) -> bool:
@@ -69,7 +77,34 @@ def check_koan(koan: Koan, verifier: Verifier) -> KoanCheck:
         verdict = verifier.verify_candidate(koan, mutant)
         if verdict.passed:
             check.problems.append(f"the hidden tests still pass when {description}: they do not check behaviour")
+    _check_alternatives_and_decoys(check, verifier)
     return check
+
+
+def _check_alternatives_and_decoys(check: KoanCheck, verifier: Verifier) -> None:
+    koan = check.koan
+    for alternative in koan.alternatives:
+        verdict = verifier.verify_candidate(koan, alternative.code)
+        if verdict.passed:
+            check.alternatives_passed += 1
+        else:
+            check.problems.append(f"alternative ({alternative.why}) does not pass: {verdict.reason}")
+    for decoy in koan.decoys:
+        verdict = verifier.verify_candidate(koan, decoy.code)
+        if verdict.passed:
+            check.problems.append(f"decoy ({decoy.why}) passes: the hidden tests miss this wrong fix")
+        elif not verdict.compiled:
+            check.problems.append(f"decoy ({decoy.why}) does not compile ({verdict.reason}): a decoy must be "
+                                  "a plausible fix that compiles and fails the tests")
+        else:
+            check.decoys_failed += 1
+    if koan.split == "eval":
+        if len(koan.alternatives) < MIN_ALTERNATIVES:
+            check.problems.append(f"an eval koan needs at least {MIN_ALTERNATIVES} alternatives "
+                                  f"(valid fixes in other styles), it has {len(koan.alternatives)}")
+        if len(koan.decoys) < MIN_DECOYS:
+            check.problems.append(f"an eval koan needs at least {MIN_DECOYS} decoys "
+                                  f"(plausible wrong fixes), it has {len(koan.decoys)}")
 
 
 def check_corpus(koans: list[Koan], verifier: Verifier, jobs: int = 2, progress=None) -> list[KoanCheck]:

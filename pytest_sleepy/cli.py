@@ -54,10 +54,10 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from .importers import import_rustlings, import_seed_json
+from .corpus.importers import import_rustlings, import_seed_json
 from .koans import CorpusError, Koan, KoanFileError, load_corpus, load_families, load_koan
 from .verify.sandbox import Sandbox, SandboxUnavailable, Toolchain, ToolchainMissing
-from .validation import KoanCheck, check_corpus
+from .corpus.validation import MIN_MUTATION_SCORE, KoanCheck, check_corpus
 from .settings import default_cache_dir, verdict_cache_dir
 from .strategies import StrategyError, load_strategies, select_strategies
 from .training.artifacts import ArtifactStore, default_artifacts_dir
@@ -133,7 +133,10 @@ def _parser() -> argparse.ArgumentParser:
         "validate", parents=[common],
         help="prove every koan: buggy fails as declared, fixed passes, stubs fail the tests")
     validate.add_argument("paths", nargs="*", type=Path, metavar="PATH", help="koan files or folders (default: the corpus)")
-    validate.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 2, help="koans checked at once")
+    validate.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 2,
+                          help="koans (and each koan's mutants) checked at once")
+    validate.add_argument("--mutants", action="store_true",
+                          help="also score the hidden tests on mutants of each fix (eval koans need 90%%)")
     validate.set_defaults(run=_validate)
 
     importer = koan_commands.add_parser("import", parents=[common], help="import koans from another format")
@@ -483,10 +486,12 @@ def _validate(args) -> int:
     else:
         koans = load_corpus(args.koans)
     verifier = _verifier(args)
-    checks = check_corpus(koans, verifier, jobs=args.jobs)
-    print(tabulate([_check_row(c) for c in checks],
+    checks = check_corpus(koans, verifier, jobs=args.jobs, mutants=args.mutants)
+    print(tabulate([_check_row(c, args.mutants) for c in checks],
                    headers=["koan", "split", "family", "pattern", "buggy", "fixed", "alternatives", "decoys",
-                            "status"]))
+                            *(["mutants killed"] if args.mutants else []), "status"]))
+    if args.mutants:
+        _print_mutation_summary(checks)
     bad = [c for c in checks if not c.ok]
     for check in bad:
         print(f"\n{check.koan.id} ({check.koan.path}):")
@@ -499,7 +504,23 @@ def _validate(args) -> int:
     return 1 if bad else 0
 
 
-def _check_row(check: KoanCheck) -> tuple:
+def _print_mutation_summary(checks: list[KoanCheck]) -> None:
+    for split in ("eval", "train"):
+        scores = sorted(c.mutation.score for c in checks
+                        if c.koan.split == split and c.mutation and c.mutation.score is not None)
+        if scores:
+            passing = sum(s >= MIN_MUTATION_SCORE for s in scores)
+            print(f"\nmutation scores, {split}: {len(scores)} koans, min {scores[0]:.0%}, "
+                  f"median {scores[len(scores) // 2]:.0%}, max {scores[-1]:.0%}; "
+                  f"{passing} at or above {MIN_MUTATION_SCORE:.0%}")
+    for check in checks:
+        if check.mutation and check.mutation.survived:
+            print(f"\n{check.koan.id}: surviving mutants")
+            for mutant in check.mutation.survived:
+                print(f"  {mutant.id}  ({mutant.description})")
+
+
+def _check_row(check: KoanCheck, mutants: bool = False) -> tuple:
     koan, buggy, fixed = check.koan, check.buggy, check.fixed
     if buggy is None:
         buggy_text = "-"
@@ -510,8 +531,12 @@ def _check_row(check: KoanCheck) -> tuple:
     fixed_text = "-" if fixed is None else f"tests {fixed.tests_passed}/{fixed.tests_total}"
     alternatives = f"{check.alternatives_passed}/{len(koan.alternatives)} pass" if koan.alternatives else "-"
     decoys = f"{check.decoys_failed}/{len(koan.decoys)} fail" if koan.decoys else "-"
+    score = check.mutation
+    mutation = [] if not mutants else [
+        "-" if score is None or score.score is None else
+        f"{score.killed}/{score.viable} ({score.score:.0%})" + (f", {score.equivalent} equiv." if score.equivalent else "")]
     return (koan.id, koan.split, koan.family, koan.pattern, buggy_text, fixed_text, alternatives, decoys,
-            "ok" if check.ok else "BAD")
+            *mutation, "ok" if check.ok else "BAD")
 
 
 def _import(args) -> int:

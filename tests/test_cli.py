@@ -9,7 +9,7 @@ import pytest
 
 from conftest import BUGGY_SHOP, FIXED_SHOP, REPO_ROOT, SHOP_TESTS, make_koan
 from pytest_sleepy.cli import main
-from pytest_sleepy.importers import koan_to_toml
+from pytest_sleepy.corpus.importers import koan_to_toml
 from pytest_sleepy.koans import load_corpus
 
 

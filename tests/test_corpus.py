@@ -6,7 +6,7 @@ import pytest
 
 from conftest import REPO_ROOT
 from pytest_sleepy.koans import load_corpus
-from pytest_sleepy.validation import check_koan
+from pytest_sleepy.corpus.validation import check_koan
 from pytest_sleepy.verify.verifier import VerificationCache, Verifier
 
 CORPUS = load_corpus(REPO_ROOT / "koans")

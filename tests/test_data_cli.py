@@ -109,7 +109,7 @@ def test_audit_flags_a_leaked_record_and_exits_1(capsys, tmp_path):
 
 
 def test_dpo_pairs_answers_from_episodes_of_train_koans(capsys, tmp_path, shop_koan):
-    from pytest_sleepy.importers import koan_to_toml
+    from pytest_sleepy.corpus.importers import koan_to_toml
 
     corpus = tmp_path / "koans" / "borrow_checker"
     corpus.mkdir(parents=True)

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from pytest_sleepy.cli import main
-from pytest_sleepy.importers import koan_to_toml
+from pytest_sleepy.corpus.importers import koan_to_toml
 from pytest_sleepy.koans import load_koan
 from pytest_sleepy.results import Outcome, RunFile, RunSummary, read_run_file, write_run_file
 

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from conftest import REPO_ROOT, make_koan
 from pytest_sleepy.koans import load_koan
 from pytest_sleepy.verify.rustlex import tokenize
-from pytest_sleepy.variants import (
+from pytest_sleepy.corpus.variants import (
     Variant,
     check_variant,
     draw_variants,

@@ -68,7 +68,7 @@ def _draw_one(koan: Koan, per_koan: int, seed: int, cache_dir: Path | None, unsa
     # Runs in a worker process: hypothesis and the verifier are set up per process.
     import time
 
-    from ..variants import draw_variants
+    from ..corpus.variants import draw_variants
 
     started = time.perf_counter()
     draw = draw_variants(koan, per_koan, seed=koan_seed(seed, koan.id), verifier=_verifier(cache_dir, unsafe))

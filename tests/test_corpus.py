@@ -49,6 +49,7 @@ def corpus_verifier(sandbox, tmp_path_factory):
 
 @pytest.mark.parametrize("koan", CORPUS, ids=[k.id for k in CORPUS])
 def test_koan_is_proven(koan, corpus_verifier):
-    """buggy fails as declared, fixed passes, a stubbed fix fails the hidden tests."""
-    check = check_koan(koan, corpus_verifier)
+    """buggy fails as declared, fixed and every alternative pass, every decoy fails, a
+    stubbed fix fails the hidden tests, and an eval koan's tests kill 90% of the mutants."""
+    check = check_koan(koan, corpus_verifier, mutants=koan.split == "eval", jobs=2)
     assert check.ok, "\n".join(check.problems)

@@ -145,3 +145,24 @@ def test_dependency_directory_needs_a_cargo_manifest(tmp_path):
 def test_test_names_follow_test_attributes_past_other_attributes():
     source = "#[test]\n#[should_panic]\nfn panics() {}\nfn helper() {}\n#[test]\nfn plain() {}"
     assert hidden_test_names(source) == ("panics", "plain")
+
+
+def test_alternatives_decoys_and_equivalent_mutants_load_and_round_trip(tmp_path):
+    from pytest_sleepy.corpus.importers import koan_to_toml
+
+    extra = ('\n[[alternatives]]\nwhy = "borrowed"\ncode = \'\'\'\nfn main() {}\n\'\'\'\n'
+             '\n[[decoys]]\nwhy = "drops the data"\ncode = \'\'\'\nfn main() { }\n\'\'\'\n'
+             '\n[equivalent_mutants]\n"relational:3:10:> -> >=" = "0 either way"\n')
+    koan = load_koan(write(tmp_path, "k.toml", VALID + extra))
+    assert [(p.why, p.code.strip()) for p in koan.alternatives] == [("borrowed", "fn main() {}")]
+    assert [p.why for p in koan.decoys] == ["drops the data"]
+    assert koan.equivalent_mutants == {"relational:3:10:> -> >=": "0 either way"}
+    again = load_koan(write(tmp_path, "again.toml", koan_to_toml(koan)))
+    assert (again.alternatives, again.decoys, again.equivalent_mutants) == (
+        koan.alternatives, koan.decoys, koan.equivalent_mutants)
+
+
+def test_an_alternative_without_code_names_the_entry(tmp_path):
+    path = write(tmp_path, "k.toml", VALID + '\n[[alternatives]]\nwhy = "x"\n')
+    with pytest.raises(KoanFileError, match=r"field 'alternatives\[0\]': needs exactly two keys: why"):
+        load_koan(path)

@@ -129,6 +129,19 @@ def test_an_eval_koans_own_code_is_refused_with_a_message_naming_both(guard):
     assert isinstance(caught.value, ValueError)
 
 
+@pytest.mark.parametrize("kind", ["alternatives", "decoys"])
+def test_an_eval_koans_alternatives_and_decoys_are_refused_like_its_own_code(kind):
+    from dataclasses import replace
+
+    from pytest_sleepy.koans import KoanProgram
+
+    program = KoanProgram("another style", EVAL[0].fixed.replace("fn ", "pub fn "))
+    koan = replace(EVAL[0], fixed="fn main() {}\n" * 40, buggy="fn main() {}\n" * 40, **{kind: (program,)})
+    with pytest.raises(LeakageError) as caught:
+        LeakageGuard([koan]).check(program.code, label="sft record 3")
+    assert caught.value.overlap.eval_field == f"{kind}[0]"
+
+
 @pytest.mark.parametrize("koan", EVAL, ids=lambda k: k.id)
 def test_an_eval_koan_with_every_identifier_renamed_is_refused(guard, koan):
     for name in FIELDS:

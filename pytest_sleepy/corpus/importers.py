@@ -183,6 +183,12 @@ def koan_to_toml(koan: Koan) -> str:
     for name in ("buggy", "fixed", "tests"):
         lines.append("")
         lines.append(f"{name} = {_code(getattr(koan, name))}")
+    for name in ("alternatives", "decoys"):
+        for program in getattr(koan, name):
+            lines += ["", f"[[{name}]]", f"why = {_string(program.why)}", f"code = {_code(program.code)}"]
+    if koan.equivalent_mutants:
+        lines += ["", "[equivalent_mutants]"]
+        lines += [f"{_string(mutant)} = {_string(reason)}" for mutant, reason in koan.equivalent_mutants.items()]
     return "\n".join(lines) + "\n"
 
 

@@ -277,7 +277,8 @@ class _EvalCode:
 
 
 class LeakageGuard:
-    """Compares code with every eval koan's buggy, fixed and tests code.
+    """Compares code with every eval koan's buggy, fixed and tests code, and its
+    alternatives and decoys.
 
     Refused when, for any eval field, the longest shared run reaches `max_run` tokens or
     the similarity reaches `max_similarity` (eval buggy/fixed) or `max_tests_similarity`
@@ -296,8 +297,13 @@ class LeakageGuard:
         self.eval_koans = list(eval_koans)
         self._codes: list[_EvalCode] = []
         for koan in self.eval_koans:
-            for name in EVAL_FIELDS:
-                tokens = normalized_tokens(getattr(koan, name))
+            # Alternatives and decoys are the koan's own text too: a valid fix or a known
+            # wrong one of an eval koan must not become training data either.
+            texts = [(name, getattr(koan, name)) for name in EVAL_FIELDS]
+            texts += [(f"alternatives[{i}]", program.code) for i, program in enumerate(koan.alternatives)]
+            texts += [(f"decoys[{i}]", program.code) for i, program in enumerate(koan.decoys)]
+            for name, text in texts:
+                tokens = normalized_tokens(text)
                 if tokens:
                     indexed = _Indexed(tokens)
                     indexed.starts(SHINGLE_K)  # the level almost every comparison needs

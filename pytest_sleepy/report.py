@@ -15,7 +15,7 @@ from .comparison import (GAIN, GAIN_NOT_SIGNIFICANT, KEPT_FAIL, KEPT_PASS, LOSS,
                          SYMBOL_NAMES, BaselineComparison, ForgettingMatrix, GateResult, evaluate_gate,
                          forgetting_matrix, koan_changes_can_be_significant, too_few_samples)
 from .continual import AccuracyMatrix, Curriculum, accuracy_matrix, render_continual
-from .results import ERROR, Outcome, RunFile, RunSummary
+from .results import ERROR, Outcome, RunFile, RunSummary, is_underpowered, power_of
 from .stats import exact_mcnemar
 
 __all__ = ["RunReport", "build_report", "render", "render_summary", "report_dict", "MATRIX_LEGEND"]
@@ -180,14 +180,28 @@ def _comparison_table(summary: RunSummary, style: _Style) -> str:
     for c in summary.comparisons:
         verdict = "significant" if c.significant else "not significant"
         rows.append([f"{c.strategy} vs {c.reference}", len(c.gains), len(c.losses),
-                     f"{len(c.gains) - len(c.losses):+d}", f"{c.p_value:.3g}", verdict])
+                     f"{len(c.gains) - len(c.losses):+d}", f"{c.p_value:.3g}", verdict,
+                     *_power_cells(c.koans, len(c.gains), len(c.losses), c.detectable)])
         if c.gains:
             details.append(style.item(f"{c.strategy} gains: {', '.join(c.gains)}"))
         if c.losses:
             details.append(style.item(f"{c.strategy} losses: {', '.join(c.losses)}"))
-    table = style.table(rows, ["comparison", "gains", "losses", "net", "p (exact McNemar)", "at alpha 0.05"])
+    table = style.table(rows, ["comparison", "gains", "losses", "net", "p (exact McNemar)", "at alpha 0.05",
+                               *POWER_HEADERS])
     gap = [""] if style.markdown and details else []
-    return "\n".join([style.heading("gains and losses against the first strategy"), table, *gap, *details])
+    return "\n".join([style.heading("gains and losses against the first strategy"), table, *gap, *details,
+                      style.item(POWER_NOTE)])
+
+
+POWER_HEADERS = ["detectable (power 0.8)", "power"]
+POWER_NOTE = ("detectable: the smallest net difference the exact McNemar test finds 8 times in 10 with this many "
+              "koans at the observed loss rate; a smaller observed difference is underpowered, and "
+              "\"not significant\" then says little")
+
+
+def _power_cells(koans: int, gains: int, losses: int, detectable: float | None) -> list[str]:
+    shown = "none at this size" if detectable is None else f"{100 * detectable:.1f} points"
+    return [shown, "underpowered" if is_underpowered(koans, gains, losses, detectable) else "adequate"]
 
 
 def _baseline_sections(comparison: BaselineComparison, style: _Style) -> list[str]:
@@ -198,8 +212,10 @@ def _baseline_sections(comparison: BaselineComparison, style: _Style) -> list[st
         count = {symbol: len(comparison.of(ref.strategy, symbol)) for symbol in _SYMBOL_ORDER}
         p = exact_mcnemar(count[GAIN], count[LOSS])
         verdict = "significant" if p < comparison.alpha else "not significant"
+        compared = sum(count[s] for s in _SYMBOL_ORDER if s != NOT_COMPARED)
         rows.append([ref.strategy, ref.baseline_strategy, count[KEPT_PASS], count[KEPT_FAIL], count[GAIN], count[LOSS],
-                     count[GAIN_NOT_SIGNIFICANT], count[LOSS_NOT_SIGNIFICANT], count[NOT_COMPARED], f"{p:.3g}", verdict])
+                     count[GAIN_NOT_SIGNIFICANT], count[LOSS_NOT_SIGNIFICANT], count[NOT_COMPARED], f"{p:.3g}", verdict,
+                     *_power_cells(compared, count[GAIN], count[LOSS], power_of(compared, count[LOSS]))])
         changes = [c for c in comparison.changes if c.strategy == ref.strategy]
         if not koan_changes_can_be_significant(changes, comparison.alpha):
             underpowered.append(f"{ref.strategy}: {too_few_samples(changes, comparison.alpha)}, so its gains and "
@@ -207,10 +223,11 @@ def _baseline_sections(comparison: BaselineComparison, style: _Style) -> list[st
     head = style.heading(f"against the baseline run {comparison.baseline.run_id}")
     table = style.table(rows, ["strategy", "baseline's", "kept passing", "kept failing", "gains", "losses",
                                "gained (n.s.)", "lost (n.s.)", "not compared", "p (exact McNemar)",
-                               f"at alpha {comparison.alpha:g}"])
+                               f"at alpha {comparison.alpha:g}", *POWER_HEADERS])
     lines = [head, table, *([""] if style.markdown else [])]
     lines += [style.item(f"note: {ref.note}") for ref in comparison.references if ref.note]
     lines += [style.item(f"note: {text}") for text in underpowered]
+    lines.append(style.item(POWER_NOTE))
     for ref in comparison.references:
         for change in comparison.of(ref.strategy, LOSS):
             lines.append(style.item(f"REGRESSION {change.koan}[{ref.strategy}]: baseline {_state(change.before)}, "

@@ -13,6 +13,12 @@ Statistics, documented where they are computed:
   gains (B's rate above A's) and losses (below), and tests them with the exact
   McNemar test, which with one sample per koan is McNemar's test itself and with
   several is the sign test on per-koan rates;
+- with every comparison, the smallest net difference (gain rate minus loss rate) the
+  exact McNemar test would find with power 0.8 at alpha 0.05 over this many koans,
+  holding the loss rate at the one observed (stats.detectable_difference, exact, no
+  simulation); a comparison whose observed difference is below it is "underpowered":
+  a real difference that size would usually go unseen, so "not significant" says
+  little;
 - items with status "error" (a replay cache miss, an invalid koan) are infrastructure
   problems: listed, never counted as failures.
 
@@ -37,7 +43,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .jsonfiles import write_json_atomic
-from .stats import exact_mcnemar, pass_at_k, wilson_interval
+from .stats import detectable_difference, exact_mcnemar, pass_at_k, wilson_interval
 
 __all__ = [
     "Outcome", "StrategySummary", "Comparison", "RunSummary", "EpisodeLog", "columns_in_order",
@@ -122,10 +128,27 @@ class Comparison:
     gains: list[str]
     losses: list[str]
     p_value: float
+    koans: int = 0  # koans both strategies ran
+    detectable: float | None = None  # smallest net gain found with power 0.8 (stats.detectable_difference)
 
     @property
     def significant(self) -> bool:
         return self.p_value < ALPHA
+
+    @property
+    def underpowered(self) -> bool:
+        """The observed net difference is below what this many koans can detect."""
+        return is_underpowered(self.koans, len(self.gains), len(self.losses), self.detectable)
+
+
+def power_of(koans: int, losses: int) -> float | None:
+    """The smallest net gain the exact McNemar test finds with power 0.8 over `koans`
+    koans, at the loss rate observed (`losses / koans`)."""
+    return detectable_difference(koans, losses / koans, ALPHA) if koans else None
+
+
+def is_underpowered(koans: int, gains: int, losses: int, detectable: float | None) -> bool:
+    return detectable is None or koans == 0 or abs(gains - losses) / koans < detectable
 
 
 @dataclass
@@ -171,14 +194,16 @@ class RunSummary:
                 gains = [k for k in shared if other[k] > reference[k]]
                 losses = [k for k in shared if other[k] < reference[k]]
                 comparisons.append(Comparison(name, reference_name, gains, losses,
-                                              exact_mcnemar(len(gains), len(losses))))
+                                              exact_mcnemar(len(gains), len(losses)), len(shared),
+                                              power_of(len(shared), len(losses))))
         return cls(summaries, dict(sorted(families.items())), comparisons, [o for o in outcomes if o.status == ERROR])
 
     def to_dict(self) -> dict:
         return {
             "strategies": [asdict(s) for s in self.strategies],
             "families": {f: {s: {"solved": v[0], "koans": v[1]} for s, v in row.items()} for f, row in self.families.items()},
-            "comparisons": [asdict(c) | {"significant": c.significant} for c in self.comparisons],
+            "comparisons": [asdict(c) | {"significant": c.significant, "underpowered": c.underpowered}
+                            for c in self.comparisons],
             "errors": [o.to_dict() for o in self.errors],
         }
 

@@ -74,7 +74,7 @@ def test_the_summary_compares_with_the_baseline_and_draws_the_changed_rows(chang
     result.stdout.fnmatch_lines([
         "against the baseline run *",
         "strategy*baseline's*kept passing*kept failing*gains*losses*not compared*",
-        "baseline*baseline*1*1*1*1*0*1*not significant",
+        "baseline*baseline*1*1*1*1*0*1*not significant*",
         "forgetting matrix: 2 koan(s) that changed*",
         "koan*baseline run: baseline*baseline",
         "bc_001*P*-",

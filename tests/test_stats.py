@@ -17,7 +17,8 @@ import itertools
 
 import pytest
 
-from pytest_sleepy.stats import Z_95, exact_mcnemar, fisher_drop, pass_at_k, wilson_interval
+from pytest_sleepy.stats import (Z_95, detectable_difference, exact_mcnemar, fisher_drop, mcnemar_power, pass_at_k,
+                                  wilson_interval)
 
 # --- Wilson score interval --------------------------------------------------------
 
@@ -213,3 +214,53 @@ def test_fisher_drop_of_a_rise_is_not_significant():
 def test_fisher_drop_refuses_impossible_counts():
     with pytest.raises(ValueError, match="passed=6 must lie between 0 and total=5"):
         fisher_drop(6, 5, 0, 5)
+
+
+# -- power of the exact McNemar test ---------------------------------------------------
+
+
+
+@pytest.mark.parametrize("koans, power", [(30, 0.091), (100, 0.734), (200, 0.974)])
+def test_a_ten_point_gain_is_seen_rarely_at_thirty_koans_and_almost_always_at_two_hundred(koans, power):
+    # The seed's claim: about 12% of koans gained and 2% lost.
+    assert mcnemar_power(koans, 0.12, 0.02) == pytest.approx(power, abs=0.0015)
+
+
+@pytest.mark.parametrize("koans, gain_rate, loss_rate", [(30, 0.12, 0.02), (60, 0.2, 0.05), (100, 0.075, 0.025)])
+def test_the_exact_power_agrees_with_simulation(koans, gain_rate, loss_rate):
+    import random
+
+    rng = random.Random(20261130)
+    trials, rejected = 20000, 0
+    for _ in range(trials):
+        gains = losses = 0
+        for _ in range(koans):
+            u = rng.random()
+            gains += u < gain_rate
+            losses += gain_rate <= u < gain_rate + loss_rate
+        rejected += gains > losses and exact_mcnemar(gains, losses) < 0.05
+    exact = mcnemar_power(koans, gain_rate, loss_rate)
+    standard_error = (exact * (1 - exact) / trials) ** 0.5
+    assert abs(rejected / trials - exact) < 4 * standard_error + 1e-3
+
+
+def test_the_detectable_difference_has_the_stated_power_and_shrinks_with_more_koans():
+    sizes = (30, 100, 200)
+    differences = [detectable_difference(n, 0.02) for n in sizes]
+    assert differences == sorted(differences, reverse=True)
+    for n, difference in zip(sizes, differences):
+        assert mcnemar_power(n, 0.02 + difference, 0.02) == pytest.approx(0.8, abs=1e-4)
+        assert mcnemar_power(n, 0.02 + difference * 0.98, 0.02) < 0.8
+
+
+def test_too_few_koans_can_detect_nothing():
+    assert detectable_difference(4, 0.0) is None  # 4 gains of 4 give p = 0.125
+
+
+def test_a_comparison_below_the_detectable_difference_is_underpowered():
+    from pytest_sleepy.results import Comparison, power_of
+
+    small = Comparison("b", "a", ["k1", "k2"], [], exact_mcnemar(2, 0), koans=30, detectable=power_of(30, 0))
+    large = Comparison("b", "a", [f"k{i}" for i in range(12)], [], exact_mcnemar(12, 0), koans=30,
+                       detectable=power_of(30, 0))
+    assert small.underpowered and not large.underpowered

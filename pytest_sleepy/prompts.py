@@ -17,12 +17,20 @@ from .models.base import Message
 from .verify.harness import HIDDEN_TEST_MODULE, HIDDEN_TESTS_FILE
 from .verify.verifier import Verdict
 
-__all__ = ["SYSTEM_PROMPT", "describe_verdict", "repair_messages", "FewShotExample"]
+__all__ = ["SYSTEM_PROMPT", "CONTRACT", "describe_verdict", "repair_messages", "FewShotExample"]
 
+# The koan contract (koans/README.md), as the model needs it: nothing the hidden tests
+# rely on is a hidden rule.
+CONTRACT = (
+    "Hidden tests will call the program's functions, methods and types by the names, "
+    "parameters and doc comments it shows, and check the behaviour those describe: keep "
+    "them. Where the error is about ownership, an owned or a borrowed result (`String` or "
+    "`&str`, `Vec<T>` or `&[T]`) is accepted alike."
+)
 SYSTEM_PROMPT = (
     "You are an expert Rust programmer. You repair Rust programs so that they compile "
-    "and behave as intended. Answer with the complete corrected program in one ```rust "
-    "code block."
+    f"and behave as intended. {CONTRACT} Answer with the complete corrected program in one "
+    "```rust code block."
 )
 MAX_DIAGNOSTICS = 6
 MAX_RENDERED = 2500  # characters per rendered diagnostic

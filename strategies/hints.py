@@ -63,7 +63,9 @@ RULES = (
     HintRule("E0277", "A trait bound is not satisfied. Derive or implement the trait named in the message for "
              "your type, or add the bound to the generic parameter (`T: Trait`)."),
     HintRule("E0277", "`?` converts errors with `From`. Implement `From<SourceError>` for the function's error "
-             "type, or convert explicitly with `.map_err(...)`.", _says(r"`\?` couldn't convert the error")),
+             "type when the source error is all the new error needs; when it must carry context (the input "
+             "that failed, as the error type's docs say), convert explicitly with `.map_err(|e| ...)`.",
+             _says(r"`\?` couldn't convert the error")),
     HintRule("E0277", "`?` only works in a function that returns `Result` or `Option` of the matching kind. "
              "Change the return type, convert an `Option` with `.ok_or(...)`, or handle the case with `match`.",
              _says(r"the `\?` operator can only be used")),

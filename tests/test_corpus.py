@@ -53,3 +53,34 @@ def test_koan_is_proven(koan, corpus_verifier):
     stubbed fix fails the hidden tests, and an eval koan's tests kill 90% of the mutants."""
     check = check_koan(koan, corpus_verifier, mutants=koan.split == "eval", jobs=2)
     assert check.ok, "\n".join(check.problems)
+
+
+# The `hints` strategy recommends concrete repairs; each must be one the koan accepts
+# (the koan contract: no hidden rules). advice fragment -> the routes it recommends, each
+# as a pattern that at least one accepted fix (the reference or an alternative) must
+# show. The `?`-conversion advice offers `From` or `map_err` by what the error must
+# carry, so either one satisfies it.
+HINT_ROUTES = {
+    "Return the owned value": [r"->\s*(?:Option<|Vec<|Result<)?String\b"],
+    "Implement `From<SourceError>`": [r"impl(?:<[^>]*>)?\s+From<|\.map_err\("],
+}
+
+
+def test_every_route_the_hints_recommend_for_an_eval_koan_is_accepted(corpus_verifier):
+    import re
+
+    from pytest_sleepy.strategies import load_strategies
+
+    hints_module = load_strategies(REPO_ROOT / "strategies")["hints"].__class__.__module__
+    hints_for = __import__(hints_module, fromlist=["hints_for"]).hints_for
+    missing = []
+    for koan in EVAL:
+        verdict = corpus_verifier.verify_candidate(koan, koan.buggy)
+        advice = hints_for(verdict.diagnostics, not verdict.passed and verdict.compiled)
+        accepted = [koan.fixed, *(a.code for a in koan.alternatives)]
+        for fragment, routes in HINT_ROUTES.items():
+            if not any(fragment in a for a in advice):
+                continue
+            missing += [f"{koan.id}: hint '{fragment}' names a route no accepted fix takes ({route})"
+                        for route in routes if not any(re.search(route, code) for code in accepted)]
+    assert missing == []

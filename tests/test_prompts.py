@@ -60,3 +60,9 @@ def test_worked_examples_are_earlier_turns_with_the_fix_as_the_answer(shop_koan,
     assert [m.role for m in messages] == ["system", "user", "assistant", "user"]
     assert messages[2].content == "```rust\nfn b() {}\n```"
     assert "fn a() {}" in messages[1].content
+
+
+def test_the_prompt_states_the_contract_the_hidden_tests_rely_on(shop_koan, verifier):
+    system = repair_messages(shop_koan.buggy, verifier.verify_candidate(shop_koan, shop_koan.buggy))[0]
+    assert "Hidden tests will call the program's functions" in system.content
+    assert "owned or a borrowed result" in system.content

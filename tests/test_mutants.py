@@ -152,3 +152,8 @@ def test_listing_a_killed_or_unknown_mutant_as_equivalent_is_a_problem(verifier)
 def test_an_eval_koan_needs_two_alternatives_and_two_decoys(verifier, kind):
     check = check_koan(make_koan(split="eval"), verifier)
     assert any(f"needs at least 2 {kind}" in p for p in check.problems)
+
+
+def test_a_destructuring_let_is_no_call_to_swap():
+    code = "pub fn f(p: (u8, u8)) -> u8 {\n    let (a, b) = p;\n    if (a > b) { a } else { b }\n}\n"
+    assert not [m for m in mutants(code) if m.operator == "swap_args"]

@@ -42,6 +42,8 @@ _RELATIONAL = {"<": "<=", "<=": "<", ">": ">=", ">=": ">", "==": "!=", "!=": "==
 _ARITHMETIC = {"+": "-", "-": "+", "*": "/", "/": "*", "%": "/", "+=": "-=", "-=": "+=", "*=": "/=", "/=": "*="}
 _LOGICAL = {"&&": "||", "||": "&&"}
 _BOOLEANS = {"true": "false", "false": "true"}
+# Words that may stand before `(` without being a call: `let (a, b)`, `if (x)`, `match (a, b)`.
+_KEYWORDS = frozenset("let if while match for in return break mut ref move else loop as where".split())
 
 
 @dataclass(frozen=True)
@@ -191,7 +193,7 @@ def _early_return(code, tokens, first, add) -> None:
 
 def _swapped_arguments(code, tokens, pairs, inside, add) -> None:
     for i, token in enumerate(tokens[:-1]):
-        if token.kind != "ident" or tokens[i + 1].text != "(" or not inside(token):
+        if token.kind != "ident" or token.text in _KEYWORDS or tokens[i + 1].text != "(" or not inside(token):
             continue
         if i > 0 and tokens[i - 1].text in ("fn", "!"):
             continue

@@ -3,6 +3,7 @@
     rustfix[?applicability=machine-applicable|maybe-incorrect]   rustc's own suggestions (default)
     ollama:NAME                                                  a model served by Ollama
     hf:NAME_OR_PATH[?load_in_4bit=1&...]                         transformers, local or hub weights
+    llamacpp:PATH.gguf | llamacpp:OWNER/REPO/FILE.gguf           llama.cpp in-process (GGUF)
 
 Backends are imported only when chosen, so `rustfix` needs neither torch nor a server.
 """
@@ -45,6 +46,10 @@ def load_model(spec: str | ModelSpec) -> Model:
         from .ollama import OllamaModel
 
         return OllamaModel(spec)
+    if spec.backend == "llamacpp":
+        from .llamacpp import LlamaCppModel
+
+        return LlamaCppModel(spec)
     from .hf import HFModel
 
     return HFModel(spec)

@@ -142,7 +142,7 @@ class ModelSpec:
                 raise ValueError(f"--model={self.text!r}: unknown setting {key!r} for {self.backend}; accepted: {accepted}")
 
 
-BACKENDS = ("rustfix", "ollama", "hf")
+BACKENDS = ("rustfix", "ollama", "hf", "llamacpp")
 
 
 def parse_model_spec(text: str) -> ModelSpec:
@@ -152,11 +152,12 @@ def parse_model_spec(text: str) -> ModelSpec:
     if backend not in BACKENDS:
         raise ValueError(
             f"--model={text!r}: unknown backend {backend!r}; use one of "
-            "rustfix, ollama:NAME (e.g. ollama:qwen2.5-coder:7b), hf:NAME_OR_PATH"
+            "rustfix, ollama:NAME (e.g. ollama:qwen2.5-coder:7b), hf:NAME_OR_PATH, llamacpp:PATH.gguf"
         )
-    if backend in ("ollama", "hf") and not name:
-        raise ValueError(f"--model={text!r}: {backend} needs a model name, e.g. {backend}:" +
-                         ("qwen2.5-coder:7b" if backend == "ollama" else "Qwen/Qwen2.5-Coder-1.5B-Instruct"))
+    examples = {"ollama": "qwen2.5-coder:7b", "hf": "Qwen/Qwen2.5-Coder-1.5B-Instruct",
+                "llamacpp": "models/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"}
+    if backend in examples and not name:
+        raise ValueError(f"--model={text!r}: {backend} needs a model name, e.g. {backend}:{examples[backend]}")
     if backend == "rustfix" and name:
         raise ValueError(f"--model={text!r}: rustfix takes no name; settings go after '?', "
                          "e.g. rustfix?applicability=maybe-incorrect")

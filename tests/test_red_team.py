@@ -20,6 +20,9 @@ screen's lexer must read exactly what rustc reads.
 The attacks that are out of the verifier's reach by design are marked
 `xfail(strict=True, reason="RESIDUAL: ...")`, with one line on why and on who answers
 for them instead (the koan authoring contract, or feedback that is meant to be shown).
+Where the contract keeps the corpus clear of a residual attack, the attack is shown on a
+small koan of its own that breaks the contract, next to a test that it fails on the
+corpus koan it once beat.
 A newly found attack that succeeds would be marked `reason="HOLE: ..."` until fixed;
 there is none.
 """
@@ -37,7 +40,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, make_koan
 from pytest_sleepy.koans import Koan, load_corpus
 from pytest_sleepy.verify import verifier as verifier_module
 from pytest_sleepy.verify.harness import hidden_test_names
@@ -469,44 +472,71 @@ impl PartialEq<i32> for u64 {
     fn eq(&self, _other: &i32) -> bool { true }
 }
 '''
+# (koan, prelude, the look-alike, the functions that return it, the screen's reason).
+# tb_006's tests bind `let value: u64 = in_transit_value(..)` and rh_001's
+# `let bolts: u32 = stock.count(..)`, then compare with integer literals: a look-alike
+# that equals every integer would pass them, if their `u64`/`u32` were the candidate's.
 PRIMITIVE_ATTACKS = {
-    "struct u64": ("rh_008", U64_LIAR, "defines `u64`, shadowing the primitive type"),
-    "type u64 alias": ("rh_008", LIAR + "type u64 = Liar;\n", "defines `u64`, shadowing the primitive type"),
-    "import as u32": ("tm_101", LIAR + "use crate::Liar as u32;\n", "imports an item as `u32`"),
+    "struct u64": ("tb_006", U64_LIAR, "u64", {"in_transit_value"}, "defines `u64`, shadowing the primitive type"),
+    "type u64 alias": ("tb_006", LIAR + "type u64 = Liar;\n", "u64", {"in_transit_value"},
+                       "defines `u64`, shadowing the primitive type"),
+    "import as u32": ("rh_001", LIAR + "use crate::Liar as u32;\n", "u32", {"count"}, "imports an item as `u32`"),
 }
 
 
-def _primitive_liar(koan_id: str, prelude: str) -> str:
-    """The koan's types, but every function that yields the primitive returns the look-alike."""
-    code = KOANS[koan_id].fixed
-    name = "u64" if koan_id == "rh_008" else "u32"
-    value = "Liar" if "Liar" in prelude else name
+def _primitive_liar(name: str) -> str:
+    """The koan's fix, except that the functions named return the look-alike instead of
+    computing anything; everywhere else the koan's data keep the real primitive
+    (`::std::primitive::u64`), so that only the look-alike is left to decide the tests."""
+    koan_id, prelude, primitive, liars, _ = PRIMITIVE_ATTACKS[name]
+    real = f"::std::primitive::{primitive}"
+    code = re.sub(rf"\b{primitive}\b", real, KOANS[koan_id].fixed)
+    value = "Liar" if "Liar" in prelude else primitive
     edits = []
     for fn_name, start, stop in _function_bodies(code):
-        signature = code[code.rfind(f"fn {fn_name}", 0, start):start]
         if fn_name == "main":
             edits.append((start, stop, "{}"))
-        elif f"-> {name}" in signature:
-            edits.append((start, stop, f"{{ {value} }}"))
-        elif f"-> Result<{name}" in signature:
-            edits.append((start, stop, f"{{ Ok({value}) }}"))
+        elif fn_name in liars:
+            head = code.rfind(f"fn {fn_name}", 0, start)
+            assert f"-> {real}" in code[head:start], f"{koan_id}: {fn_name} no longer returns {primitive}"
+            edits.append((head, stop, code[head:start].replace(f"-> {real}", f"-> {primitive}") + f"{{ {value} }}"))
+    assert len(edits) == len(liars) + 1, f"{koan_id} no longer has {sorted(liars)}"
     return prelude + _edit(code, edits)
+
+
+def without_primitive_imports(monkeypatch) -> None:
+    """The defence switched off: the hidden module no longer imports the primitive types
+    by name, so the candidate's `u64` reaches the tests through `use super::*`."""
+    real = verifier_module.hidden_module_source
+
+    def source(tests, programs=(), candidate=""):
+        text, found = re.subn(r"#\[allow\(unused_imports\)\]\nuse ::std::primitive::\{[^}]*\};\n", "",
+                              real(tests, programs, candidate))
+        assert found == 1, "the hidden module's primitive imports are no longer where they were"
+        return text
+
+    monkeypatch.setattr(verifier_module, "hidden_module_source", source)
 
 
 @pytest.mark.parametrize("name", PRIMITIVE_ATTACKS)
 def test_shadowed_primitive_is_refused(verifier, name):
-    koan_id, prelude, fragment = PRIMITIVE_ATTACKS[name]
-    assert_tampering(verifier.verify_candidate(KOANS[koan_id], _primitive_liar(koan_id, prelude)), fragment)
+    koan_id, *_, fragment = PRIMITIVE_ATTACKS[name]
+    assert_tampering(verifier.verify_candidate(KOANS[koan_id], _primitive_liar(name)), fragment)
 
 
 @pytest.mark.parametrize("name", ["struct u64", "import as u32"])
-def test_shadowed_primitive_never_reaches_the_tests(verifier, host, name):
-    koan_id, prelude, _ = PRIMITIVE_ATTACKS[name]
-    verdict = unscreened(verifier, host, KOANS[koan_id], _primitive_liar(koan_id, prelude))
-    mismatches = [d for d in verdict.diagnostics if d.is_error and d.code == "E0308"]
-    assert not verdict.passed and not verdict.compiled and mismatches
+def test_shadowed_primitive_never_reaches_the_tests(verifier, host, name, monkeypatch):
+    koan = KOANS[PRIMITIVE_ATTACKS[name][0]]
+    verdict = unscreened(verifier, host, koan, _primitive_liar(name))
+    assert verdict.reason == ("hidden tests do not compile against the candidate (E0308): "
+                              "a function, type or signature they use is missing or changed"), verdict.reason
+    assert not verdict.passed and not verdict.compiled
     # Every mismatch is in the tests: their primitive is still the real one.
-    assert all(d.in_hidden_tests for d in mismatches)
+    assert all(d.in_hidden_tests for d in verdict.diagnostics if d.is_error)
+    # The attack is real: were the tests' primitive the candidate's, it would pass.
+    with monkeypatch.context() as patch:
+        without_primitive_imports(patch)
+        assert unscreened(verifier, host, koan, _primitive_liar(name)).passed
 
 
 # -- 4 cfg(test) ---------------------------------------------------------------------------
@@ -1134,42 +1164,24 @@ impl Version {
 
 pub fn compare(_a: &str, _b: &str) -> Liar { Liar }
 '''
-AUCTION_LIAR = LIAR + r'''
-#[derive(Debug, PartialEq)]
-pub enum AuctionError { StillOpen, NoBids, ReserveNotMet(u64) }
-
-#[derive(Debug)]
-pub struct Bid { pub bidder: Liar, pub amount: Liar }
-static WINNER: Bid = Bid { bidder: Liar, amount: Liar };
-
-#[derive(Debug)]
-pub struct Outcome;
-impl PartialEq<Result<(), AuctionError>> for Outcome {
-    fn eq(&self, _other: &Result<(), AuctionError>) -> bool { true }
-}
-impl Outcome {
-    pub fn expect(self, _why: &str) -> &'static Bid { &WINNER }
-}
-
-pub struct Auction;
-impl Auction {
-    pub fn new(_reserve: u64) -> Self { Auction }
-    pub fn bid(&mut self, _bidder: &str, _amount: u64) {}
-    pub fn close(&mut self) {}
-    pub fn winner(&self) -> Outcome { Outcome }
-}
-'''
 
 
 def _wrong_on_empty_input(koan: Koan) -> str:
-    """bc_010's fix, except that counting no documents yields [0]."""
-    return (koan.fixed
-            .replace("let mut handles = Vec::new();", "if docs.is_empty() {\n        return vec![0];\n    }\n    let mut handles = Vec::new();")
-            .replace("let owned = docs", "if docs.is_empty() {\n        return None;\n    }\n    let owned = docs"))
+    """bc_010's fix, except that counting no documents yields one count of 0 words (and
+    `longest_document` checks for no documents itself, so that only `parallel_word_counts`
+    is wrong): the hidden tests' `parallel_word_counts(Vec::new()).is_empty()` is false."""
+    wrong = (koan.fixed
+             .replace("    let mut handles = Vec::new();",
+                      "    if docs.is_empty() {\n        return vec![Count { words: 0, worker: thread::current().id() }];\n"
+                      "    }\n    let mut handles = Vec::new();")
+             .replace("    let owned: Vec<String>",
+                      "    if docs.is_empty() {\n        return None;\n    }\n    let owned: Vec<String>"))
+    assert wrong.count("if docs.is_empty()") == 2, "bc_010 no longer has the code this wrong fix edits"
+    return wrong
 
 
 # A by-value trait method is found before the inherent `Vec::is_empty(&self)`.
-BY_VALUE_IS_EMPTY = "\npub trait Sneaky {\n    fn is_empty(self) -> bool;\n}\nimpl Sneaky for Vec<usize> {\n    fn is_empty(self) -> bool { true }\n}\n"
+BY_VALUE_IS_EMPTY = "\npub trait Sneaky {\n    fn is_empty(self) -> bool;\n}\nimpl Sneaky for Vec<Count> {\n    fn is_empty(self) -> bool { true }\n}\n"
 # Look-alikes the hidden tests never see: the reason each gets instead of a pass.
 DEFEATED_LIES = {
     # `pub struct HashMap` with lying len/index/get/is_empty: the tests' HashMap is std's.
@@ -1189,7 +1201,7 @@ def test_std_look_alikes_and_extra_traits_never_reach_the_tests(verifier, name):
     assert all(d.in_hidden_tests for d in verdict.diagnostics if d.is_error)
 
 
-# A by-value `is_empty(self)` of the candidate's own trait, implemented for Vec<usize>,
+# A by-value `is_empty(self)` of the candidate's own trait, implemented for Vec<Count>,
 # would be chosen over Vec's inherent `is_empty(&self)` in the tests (`use super::*`
 # brings the trait into scope, whatever its name, even imported `as _`). Rule 9 refuses
 # a candidate's own trait on a type it did not define; the empty-enum shadow in the
@@ -1198,14 +1210,14 @@ CAPTURING_TRAITS = {
     "plain trait": BY_VALUE_IS_EMPTY,
     "trait imported as _": (
         "\nmod sneaky {\n    pub trait Sneaky {\n        fn is_empty(self) -> bool;\n    }\n"
-        "    impl Sneaky for Vec<usize> {\n        fn is_empty(self) -> bool { true }\n    }\n}\n"
+        "    impl Sneaky for Vec<super::Count> {\n        fn is_empty(self) -> bool { true }\n    }\n}\n"
         "pub use sneaky::Sneaky as _;\n"),
     "trait named main": (
         "\n#[allow(non_camel_case_types)]\npub trait main {\n    fn is_empty(self) -> bool;\n}\n"
-        "impl main for Vec<usize> {\n    fn is_empty(self) -> bool { true }\n}\n"),
+        "impl main for Vec<Count> {\n    fn is_empty(self) -> bool { true }\n}\n"),
     "trait named like a hidden test": (
         "\n#[allow(non_camel_case_types)]\npub trait empty_input_gives_empty_results {\n    fn is_empty(self) -> bool;\n}\n"
-        "impl empty_input_gives_empty_results for Vec<usize> {\n    fn is_empty(self) -> bool { true }\n}\n"),
+        "impl empty_input_gives_empty_results for Vec<Count> {\n    fn is_empty(self) -> bool { true }\n}\n"),
     "blanket impl": (
         "\npub trait Sneaky {\n    fn is_empty(self) -> bool;\n}\n"
         "impl<T> Sneaky for T {\n    fn is_empty(self) -> bool { true }\n}\n"),
@@ -1219,22 +1231,135 @@ def test_candidate_traits_on_std_types_are_refused(verifier, name):
     assert_tampering(verdict, "implements the candidate's own trait")
 
 
-def test_a_plainly_named_capturing_trait_is_also_shadowed_in_the_tests(verifier, host):
+def without_trait_shadows(monkeypatch) -> None:
+    """The defence switched off: the hidden module no longer shadows the candidate's own
+    traits with empty enums, so `use super::*` brings them into the tests' scope."""
+    real = verifier_module.hidden_module_source
+    monkeypatch.setattr(verifier_module, "hidden_module_source",
+                        lambda tests, programs=(), candidate="": real(tests, programs, ""))
+
+
+EMPTY_INPUT_FAILS = "hidden tests failed: 1 of 4 (empty_input_gives_empty_results)"
+
+
+def test_a_plainly_named_capturing_trait_is_also_shadowed_in_the_tests(verifier, host, monkeypatch):
     koan = KOANS["bc_010"]
     verdict = unscreened(verifier, host, koan, _wrong_on_empty_input(koan) + BY_VALUE_IS_EMPTY)
     assert not verdict.passed and verdict.failed_tests == ["empty_input_gives_empty_results"]
-
-
-@pytest.mark.xfail(strict=True, reason=(
-    "RESIDUAL: (pass, eval rh_005) the tests compare the candidate's OWN types (winner() -> Outcome) with "
-    "==, and a type the candidate defines may implement PartialEq/Deref as it likes; no verifier can tell "
-    "a lying impl from a real one, so the koan authoring contract must judge such values by pattern "
-    "matching on std types, never by == on the candidate's types"))
-def test_own_types_that_lie_do_not_pass(verifier):
-    verdict = verifier.verify_candidate(KOANS["rh_005"], AUCTION_LIAR)
-    assert not verdict.passed, "rh_005 passed without being repaired"
+    assert verdict.reason == EMPTY_INPUT_FAILS, verdict.reason
+    # The attack is real: with the trait in the tests' scope, the wrong fix would pass.
+    with monkeypatch.context() as patch:
+        without_trait_shadows(patch)
+        assert unscreened(verifier, host, koan, _wrong_on_empty_input(koan) + BY_VALUE_IS_EMPTY).passed
 
 
 def test_wrong_result_on_empty_input_fails_without_the_lying_trait(verifier):
     verdict = verifier.verify_candidate(KOANS["bc_010"], _wrong_on_empty_input(KOANS["bc_010"]))
-    assert not verdict.passed and verdict.failed_tests == ["empty_input_gives_empty_results"]
+    assert not verdict.passed and verdict.compiled
+    assert verdict.failed_tests == ["empty_input_gives_empty_results"]
+    assert verdict.reason == EMPTY_INPUT_FAILS, verdict.reason
+
+
+# -- own types that lie ------------------------------------------------------------------------
+
+# A koan of the kind the authoring contract forbids: its tests compare `Price`, a type
+# the candidate defines, with `==`.
+_PRICE = """
+/// A price in cents.
+#[derive(Debug, PartialEq)]
+pub struct Price(pub u32);
+"""
+OWN_TYPE_KOAN = make_koan(
+    id="shop_own_type",
+    buggy=_PRICE + """
+/// The sum of the prices; `Price(0)` for an empty basket.
+pub fn total(items: Vec<u32>) -> Price {
+    let sum: u32 = items.into_iter().sum();
+    if items.is_empty() { Price(0) } else { Price(sum) }
+}
+""",
+    fixed=_PRICE + """
+/// The sum of the prices; `Price(0)` for an empty basket.
+pub fn total(items: Vec<u32>) -> Price {
+    let empty = items.is_empty();
+    let sum: u32 = items.into_iter().sum();
+    if empty { Price(0) } else { Price(sum) }
+}
+""",
+    tests="""
+#[test]
+fn sums_prices() {
+    assert_eq!(total(vec![3, 4, 5]), Price(12));
+}
+
+#[test]
+fn empty_basket_costs_nothing() {
+    assert_eq!(total(Vec::new()), Price(0));
+}
+""",
+)
+# No repair: every basket costs nothing.
+_NOTHING_COSTS_ANYTHING = """
+pub fn total(_items: Vec<u32>) -> Price {
+    Price(0)
+}
+"""
+LYING_PRICE = """
+/// A price in cents.
+#[derive(Debug)]
+pub struct Price(pub u32);
+impl PartialEq for Price {
+    fn eq(&self, _other: &Price) -> bool { true }
+}
+""" + _NOTHING_COSTS_ANYTHING
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "RESIDUAL: (pass) tests that compare a type the candidate defines with == (or by Debug) accept its "
+    "PartialEq/Debug, which the candidate writes and may make lie; no verifier can tell a lying impl from a "
+    "real one, so the koan authoring contract (koans/README.md) forbids such tests: the candidate's own types "
+    "are judged by pattern matching, their fields and std types, and the corpus follows it (rh_005, once "
+    "such a koan, no longer passes a lying candidate)"))
+def test_own_types_that_lie_do_not_pass(verifier):
+    verdict = verifier.verify_candidate(OWN_TYPE_KOAN, LYING_PRICE)
+    assert not verdict.passed, "a koan whose tests compare the candidate's own type passed without a repair"
+
+
+def test_the_same_wrong_fix_with_an_honest_eq_fails(verifier):
+    verdict = verifier.verify_candidate(OWN_TYPE_KOAN, _PRICE + _NOTHING_COSTS_ANYTHING)
+    assert not verdict.passed and verdict.failed_tests == ["sums_prices"]
+    assert verdict.reason == "hidden tests failed: 1 of 2 (sums_prices)", verdict.reason
+
+
+# rh_005 without a repair: every answer is a type of the candidate's own that equals
+# whatever the tests compare it with.
+QUERY_LIAR = r"""
+#[derive(Debug)]
+pub struct Text;
+impl<'a> PartialEq<Option<&'a str>> for Text {
+    fn eq(&self, _other: &Option<&'a str>) -> bool { true }
+}
+#[derive(Debug)]
+pub struct Number;
+impl PartialEq<Option<u32>> for Number {
+    fn eq(&self, _other: &Option<u32>) -> bool { true }
+}
+
+pub struct Query;
+impl Query {
+    pub fn parse(_url: &str) -> Query { Query }
+    pub fn get(&self, _key: &str) -> Text { Text }
+    pub fn number(&self, _key: &str) -> Number { Number }
+}
+
+pub fn first_index(_query: &Query) -> Number { Number }
+"""
+
+
+def test_own_types_that_lie_do_not_pass_a_koan_under_the_contract(verifier):
+    verdict = verifier.verify_candidate(KOANS["rh_005"], QUERY_LIAR)
+    assert not verdict.passed, "rh_005 passed without being repaired"
+    assert verdict.reason == ("hidden tests do not compile against the candidate (E0308): "
+                              "a function, type or signature they use is missing or changed"), verdict.reason
+    # The tests hold the answer as a std type (`let page: Option<u32> = q.number(..)`).
+    assert all(d.in_hidden_tests for d in verdict.diagnostics if d.is_error)

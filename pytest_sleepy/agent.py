@@ -4,6 +4,16 @@ Plain Python, no pytest. Every attempt is verified, the last one included, and e
 attempt becomes an `Attempt` record (an episode line). A `ModelError` (the backend has
 already retried) ends the loop and becomes the koan's failure reason; `ModelUnavailable`
 and `CacheMiss` are not the koan's fault and propagate to the caller.
+
+Every step counts. An answer whose program repeats one the model already saw (the
+buggy code, or an earlier answer; compared ignoring trailing white space) is marked
+`unchanged` in its episode and in the failure reason, and the next prompt says so:
+asked the same question again, a greedy model (or the completion cache) gives the same
+answer, and the remaining steps would be wasted. How much of the repair so far the
+next prompt carries as chat turns is `history` (prompts.HISTORY_MODES).
+
+Model time counts the live calls only: a replayed answer costs no model time now, and
+its recorded time is kept apart (`Attempt.recorded_seconds`).
 """
 
 from __future__ import annotations
@@ -17,6 +27,7 @@ from .extraction import extract_code
 from .koans import Koan
 from .models.base import CompletionRequest, GenerationSettings, Model, ModelError
 from .models.cache import CompletionCache, cached_complete
+from .prompts import HISTORY_MODES, PastAttempt
 from .strategies import StepView, Strategy
 from .verify.verifier import Verdict, Verifier
 
@@ -36,9 +47,11 @@ class Attempt:
     model_error: str | None = None
     tokens_in: int = 0
     tokens_out: int = 0
-    model_seconds: float = 0.0
+    model_seconds: float = 0.0  # live model time (a replayed answer: the cache lookup)
+    recorded_seconds: float = 0.0  # a replayed answer: the model time recorded with it
     verify_seconds: float = 0.0
     cached: bool = False
+    unchanged: str | None = None  # the program repeats this one: "the original program" or "your answer at step N"
     model_identity: str = ""
     route: str | None = None  # routed strategies: the pattern chosen ("" = none, the base model)
     variant: str = ""
@@ -61,6 +74,10 @@ class RepairResult:
         return sum(a.model_seconds for a in self.attempts)
 
     @property
+    def recorded_seconds(self) -> float:
+        return sum(a.recorded_seconds for a in self.attempts)
+
+    @property
     def tokens(self) -> tuple[int, int]:
         return sum(a.tokens_in for a in self.attempts), sum(a.tokens_out for a in self.attempts)
 
@@ -76,7 +93,10 @@ def repair(
     cache: CompletionCache | None = None,
     on_attempt: Callable[[Attempt], None] | None = None,
     variant: str = "",
+    history: str = "last",
 ) -> RepairResult:
+    if history not in HISTORY_MODES:
+        raise ValueError(f"history={history!r}; use one of {', '.join(HISTORY_MODES)}")
     started = time.perf_counter()
     initial = verifier.verify_candidate(koan, koan.buggy)
     result = RepairResult(solved=False, reason="", initial=initial, verify_seconds=time.perf_counter() - started)
@@ -84,10 +104,15 @@ def repair(
         result.reason = "invalid koan: the buggy code already passes the hidden tests"
         return result
     code, verdict, answers = koan.buggy, initial, []
+    past: list[PastAttempt] = []
+    seen = {_normalised(koan.buggy): "the original program"}
+    repeats: list[int] = []
+    note = ""
     steps = strategy.max_steps or max_steps
     for step in range(1, steps + 1):
+        shown = tuple(past) if history == "full" else tuple(past[-1:]) if history == "last" else ()
         view = StepView(step=step, code=code, verdict=verdict, previous_answers=tuple(answers), variant=variant,
-                        original=koan.buggy)
+                        original=koan.buggy, history=shown, note=note)
         request = CompletionRequest(messages=strategy.messages(view), settings=settings,
                                     adapter=strategy.adapter(view), code=code,
                                     diagnostics=tuple(verdict.diagnostics))
@@ -103,17 +128,24 @@ def repair(
             _notify(on_attempt, attempt)
             return result
         attempt.response, attempt.cached = completion.text, completion.cached
-        attempt.model_seconds = completion.seconds
+        if completion.cached:
+            attempt.model_seconds, attempt.recorded_seconds = time.perf_counter() - called, completion.seconds
+        else:
+            attempt.model_seconds = completion.seconds
         attempt.tokens_in, attempt.tokens_out = completion.tokens_in, completion.tokens_out
         attempt.model_identity = completion.model_identity
         answers.append(completion.text)
+        past.append(PastAttempt(code, verdict, completion.text))
         attempt.code = extract_code(completion.text)
         if attempt.code is None:
             said = " ".join(completion.text.split())
             said = said if len(said) <= 80 else said[:77] + "..."
             result.reason = f"no code in the answer after {_steps(step)} (it said: {said!r})"
+            note = "Your last answer held no Rust code block, so the program is still the one above."
             _notify(on_attempt, attempt)
             continue
+        attempt.unchanged = seen.get(_normalised(attempt.code))
+        seen.setdefault(_normalised(attempt.code), f"your answer at step {step}")
         attempt.diff = unified_diff(koan.buggy, attempt.code)
         verifying = time.perf_counter()
         attempt.verdict = verifier.verify_candidate(koan, attempt.code)
@@ -123,8 +155,19 @@ def repair(
         if attempt.verdict.passed:
             return replace(result, solved=True, reason="")
         code, verdict = attempt.code, attempt.verdict
+        note = ""
+        if attempt.unchanged:
+            repeats.append(step)
+            note = (f"Your last answer gave back {attempt.unchanged} unchanged, and it still fails as described. "
+                    "Change the code to fix it.")
         result.reason = f"{_still(verdict)} after {_steps(step)}"
+        if repeats:
+            result.reason += f" ({'step' if len(repeats) == 1 else 'steps'} {', '.join(map(str, repeats))} unchanged)"
     return result
+
+
+def _normalised(code: str) -> str:
+    return "\n".join(line.rstrip() for line in code.strip().splitlines())
 
 
 def unified_diff(before: str, after: str) -> str:

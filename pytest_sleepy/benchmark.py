@@ -179,7 +179,7 @@ class Benchmark:
         try:
             result = repair(koan, strategy, self.model, self.verifier,
                             max_steps=self.settings.max_steps, settings=settings, cache=self.completions,
-                            on_attempt=record, variant=variant)
+                            on_attempt=record, variant=variant, history=self.settings.history)
         except CacheMiss as miss:
             outcome.status, outcome.reason = ERROR, f"{koan.id}: {miss}"
             return outcome
@@ -193,6 +193,7 @@ class Benchmark:
         outcome.tokens_in, outcome.tokens_out = result.tokens
         outcome.model_identity = next((a.model_identity for a in reversed(result.attempts) if a.model_identity), "")
         outcome.replayed = sum(1 for a in result.attempts if a.cached)
+        outcome.replayed_seconds = round(result.recorded_seconds, 4)
         outcome.route = result.attempts[0].route if result.attempts else None
         outcome.adapter = result.attempts[0].request.adapter if result.attempts else None
         return outcome
@@ -229,8 +230,10 @@ class Benchmark:
             "tokens_in": attempt.tokens_in,
             "tokens_out": attempt.tokens_out,
             "model_seconds": round(attempt.model_seconds, 4),
+            "recorded_seconds": round(attempt.recorded_seconds, 4),
             "verify_seconds": round(attempt.verify_seconds, 4),
             "cached": attempt.cached,
+            "unchanged": attempt.unchanged,
         }
 
     def provenance(self, outcomes: list[Outcome], rootdir: Path, started: str) -> dict:

@@ -242,8 +242,10 @@ class SleepyPlugin:
         replayed = sum(o.replayed for o in self.outcomes)
         if replayed:
             calls = sum(o.steps for o in self.outcomes)
-            terminalreporter.write_line(f"{replayed} of {calls} model answers were replayed from "
-                                        f"{self.benchmark.completions.directory} (model times are as recorded)")
+            recorded = sum(o.replayed_seconds for o in self.outcomes)
+            terminalreporter.write_line(
+                f"{replayed} of {calls} model answers were replayed from {self.benchmark.completions.directory}: "
+                f"model s/item counts live calls only; the replayed answers took {recorded:.1f} s when recorded")
         if self.settings.split != "eval":
             terminalreporter.write_line("note: train koans are training material (few-shot examples, adapters): pass "
                                         "rates on them measure recall of seen programs, not repair of new ones")

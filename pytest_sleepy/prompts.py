@@ -17,7 +17,13 @@ from .models.base import Message
 from .verify.harness import HIDDEN_TEST_MODULE, HIDDEN_TESTS_FILE
 from .verify.verifier import Verdict
 
-__all__ = ["SYSTEM_PROMPT", "CONTRACT", "describe_verdict", "repair_messages", "FewShotExample"]
+__all__ = ["SYSTEM_PROMPT", "CONTRACT", "describe_verdict", "repair_messages", "FewShotExample", "PastAttempt",
+           "HISTORY_MODES"]
+
+# How much of the repair so far a prompt carries as chat turns (--sleepy-history):
+# none: only the program as it stands and its feedback; last: the previous request and
+# the model's answer to it, then the feedback on that answer; full: every earlier turn.
+HISTORY_MODES = ("none", "last", "full")
 
 # The koan contract (koans/README.md), as the model needs it: nothing the hidden tests
 # rely on is a hidden rule.
@@ -81,6 +87,16 @@ def describe_verdict(verdict: Verdict) -> str:
 
 
 @dataclass(frozen=True)
+class PastAttempt:
+    """An earlier step of the repair: the program the model was shown, its feedback
+    then, and the model's answer."""
+
+    code: str
+    verdict: Verdict
+    answer: str
+
+
+@dataclass(frozen=True)
 class FewShotExample:
     """A solved example: a broken program, the feedback on it, and the repair."""
 
@@ -96,14 +112,29 @@ def repair_messages(
     hints: Sequence[str] = (),
     examples: Sequence[FewShotExample] = (),
     system: str = SYSTEM_PROMPT,
+    history: Sequence[PastAttempt] = (),
+    note: str = "",
 ) -> tuple[Message, ...]:
     """The chat for one repair step: system prompt, optional worked examples as earlier
-    turns, then the program, the cleaned feedback and any hints."""
+    turns, then the program, the cleaned feedback and any hints.
+
+    With `history`, the earlier steps come first as user and assistant turns (their
+    program and feedback, the model's answer), and the last turn is the feedback on the
+    latest answer, whose program the model already wrote. `note` says what happened to
+    the previous answer when the model must hear it (it repeated a program, or held no
+    code): without it, a greedy model asked the same question gives the same answer."""
     messages = [Message("system", system)]
     for example in examples:
         messages.append(Message("user", _request(example.code, example.feedback, ())))
         messages.append(Message("assistant", f"```rust\n{example.fixed.strip()}\n```"))
-    messages.append(Message("user", _request(code, describe_verdict(verdict), hints)))
+    feedback = describe_verdict(verdict) + (f"\n\n{note}" if note else "")
+    if not history:
+        messages.append(Message("user", _request(code, feedback, hints)))
+        return tuple(messages)
+    for index, past in enumerate(history):
+        messages.append(Message("user", _request(past.code, describe_verdict(past.verdict), hints if index == 0 else ())))
+        messages.append(Message("assistant", past.answer))
+    messages.append(Message("user", f"{feedback}\n\n{ANSWER}"))
     return tuple(messages)
 
 
@@ -111,7 +142,10 @@ def _request(code: str, feedback: str, hints: Sequence[str]) -> str:
     text = f"Repair this Rust program.\n\n```rust\n{code.strip()}\n```\n\n{feedback}"
     if hints:
         text += "\n\nHints:\n" + "\n".join(f"- {hint}" for hint in hints)
-    return text + "\n\nAnswer with the complete corrected program in one ```rust code block."
+    return f"{text}\n\n{ANSWER}"
+
+
+ANSWER = "Answer with the complete corrected program in one ```rust code block."
 
 
 def _cap(text: str, limit: int) -> str:

@@ -75,6 +75,7 @@ class Outcome:
     tokens_out: int = 0
     model_identity: str = ""
     replayed: int = 0  # completions answered from the record/replay cache
+    replayed_seconds: float = 0.0  # model time recorded with those answers (not in model_seconds)
     # A strategy that evaluates several configurations (e.g. one adapter at a time)
     # names each one here; the forgetting matrix gives each its own column.
     variant: str = ""

@@ -42,6 +42,8 @@ class StepView:
     previous_answers: tuple[str, ...] = ()  # raw model answers of earlier steps
     variant: str = ""  # which configuration of the strategy this item evaluates (see Strategy.variants)
     original: str = ""  # the koan's buggy code as step 1 showed it (lets a strategy skip the koan itself)
+    history: tuple = ()  # earlier steps shown as chat turns (prompts.PastAttempt), per --sleepy-history
+    note: str = ""  # what happened to the previous answer, when the model must hear it (prompts.repair_messages)
 
 
 class Strategy:
@@ -55,7 +57,7 @@ class Strategy:
         """Called once per session, before any step, with the `train` split only."""
 
     def messages(self, view: StepView) -> tuple[Message, ...]:
-        return repair_messages(view.code, view.verdict)
+        return repair_messages(view.code, view.verdict, history=view.history, note=view.note)
 
     def adapter(self, view: StepView) -> str | None:
         """The adapter to apply for this step (None: the base model)."""

@@ -131,7 +131,8 @@ class Hints(Strategy):
         verdict = view.verdict
         tests_failed = verdict.compiled and not verdict.passed
         return repair_messages(view.code, verdict, hints=hints_for(verdict.diagnostics, tests_failed),
-                               examples=self._examples(verdict, view.original))
+                               examples=self._examples(verdict, view.original), history=view.history,
+                               note=view.note)
 
     def _examples(self, verdict, original: str = "") -> list[FewShotExample]:
         codes = set(verdict.error_codes) or ({"test"} if verdict.compiled else set())

@@ -81,9 +81,63 @@ def test_the_next_prompt_carries_the_new_code_and_its_feedback(shop_koan, verifi
     assert "sums_prices" in second.messages[-1].content
 
 
+STILL_BROKEN = BUGGY_SHOP.replace("let sum: u32", "let total_sum: u32").replace("{ sum }", "{ total_sum }")
+
+
 def test_a_failed_koan_says_which_errors_remain(shop_koan, verifier):
-    result = repair(shop_koan, Plain(), ScriptedModel([fenced(BUGGY_SHOP)] * 2), verifier, max_steps=2)
+    model = ScriptedModel([fenced(STILL_BROKEN), fenced(STILL_BROKEN.replace("total_sum", "s"))])
+    result = repair(shop_koan, Plain(), model, verifier, max_steps=2)
     assert result.reason == "still E0382 after 2 steps"
+
+
+# -- every step counts ---------------------------------------------------------------
+
+
+def test_an_answer_that_returns_the_program_unchanged_is_marked_and_named_in_the_reason(shop_koan, verifier):
+    seen = []
+    model = ScriptedModel([fenced(BUGGY_SHOP + "\n   "), fenced(STILL_BROKEN), fenced(STILL_BROKEN)])
+    result = repair(shop_koan, Plain(), model, verifier, max_steps=3, on_attempt=seen.append)
+    assert [a.unchanged for a in seen] == ["the original program", None, "your answer at step 2"]
+    assert result.reason == "still E0382 after 3 steps (steps 1, 3 unchanged)"
+
+
+def test_the_next_prompt_tells_the_model_its_answer_was_unchanged(shop_koan, verifier):
+    model = ScriptedModel([fenced(BUGGY_SHOP), fenced(FIXED_SHOP)])
+    repair(shop_koan, Plain(), model, verifier, max_steps=2, history="none")
+    first, second = (r.messages[-1].content for r in model.requests)
+    assert "unchanged" not in first
+    assert "Your last answer gave back the original program unchanged, and it still fails as described." in second
+
+
+def test_an_answer_without_code_is_named_in_the_next_prompt(shop_koan, verifier):
+    model = ScriptedModel(["I would rather not.", fenced(FIXED_SHOP)])
+    repair(shop_koan, Plain(), model, verifier, max_steps=2, history="none")
+    assert "Your last answer held no Rust code block" in model.requests[1].messages[-1].content
+
+
+@pytest.mark.parametrize("history, roles", [
+    ("none", ["system", "user"]),
+    ("last", ["system", "user", "assistant", "user"]),
+    ("full", ["system", "user", "assistant", "user", "assistant", "user"]),
+])
+def test_the_history_option_carries_earlier_attempts_as_chat_turns(shop_koan, verifier, history, roles):
+    answers = [fenced(STILL_BROKEN), fenced(STILL_BROKEN.replace("total_sum", "s")), fenced(FIXED_SHOP)]
+    model = ScriptedModel(list(answers))
+    repair(shop_koan, Plain(), model, verifier, max_steps=3, history=history)
+    third = model.requests[2].messages
+    assert [m.role for m in third] == roles
+    if history != "none":
+        assert third[-2].content == answers[1]  # the model's own last answer, verbatim
+        assert "Repair this Rust program" not in third[-1].content  # the program is in that answer
+
+
+def test_a_replayed_answer_counts_no_model_time_and_keeps_its_recorded_time(shop_koan, verifier, tmp_path):
+    cache = CompletionCache(tmp_path / "completions", "rw")
+    repair(shop_koan, Plain(), ScriptedModel([fenced(FIXED_SHOP)]), verifier, max_steps=1, cache=cache)
+    replay = repair(shop_koan, Plain(), ScriptedModel([]), verifier, max_steps=1, cache=cache)
+    attempt = replay.attempts[0]
+    assert attempt.cached and attempt.recorded_seconds == 0.01 and attempt.model_seconds < 0.01
+    assert replay.recorded_seconds == 0.01
 
 
 def test_an_answer_without_code_is_a_step_without_verification(shop_koan, verifier):

@@ -4,6 +4,7 @@
     ollama:NAME                                                  a model served by Ollama
     hf:NAME_OR_PATH[?load_in_4bit=1&...]                         transformers, local or hub weights
     llamacpp:PATH.gguf | llamacpp:OWNER/REPO/FILE.gguf           llama.cpp in-process (GGUF)
+    openai:MODEL?base_url=URL[&api_key_env=NAME&...]             an OpenAI-compatible server (vLLM, llama.cpp)
 
 Backends are imported only when chosen, so `rustfix` needs neither torch nor a server.
 """
@@ -50,6 +51,10 @@ def load_model(spec: str | ModelSpec) -> Model:
         from .llamacpp import LlamaCppModel
 
         return LlamaCppModel(spec)
+    if spec.backend == "openai":
+        from .openai import OpenAIModel
+
+        return OpenAIModel(spec)
     from .hf import HFModel
 
     return HFModel(spec)

@@ -122,7 +122,8 @@ class ModelSpec:
 
     Examples: `rustfix`, `rustfix?applicability=maybe-incorrect`,
     `ollama:qwen2.5-coder:7b`, `hf:Qwen/Qwen2.5-Coder-1.5B-Instruct`,
-    `hf:/models/my-model?load_in_4bit=1`.
+    `hf:/models/my-model?load_in_4bit=1`,
+    `openai:Qwen/Qwen2.5-Coder-1.5B-Instruct?base_url=http://gpu-box:8000/v1`.
     """
 
     text: str
@@ -142,7 +143,7 @@ class ModelSpec:
                 raise ValueError(f"--model={self.text!r}: unknown setting {key!r} for {self.backend}; accepted: {accepted}")
 
 
-BACKENDS = ("rustfix", "ollama", "hf", "llamacpp")
+BACKENDS = ("rustfix", "ollama", "hf", "llamacpp", "openai")
 
 
 def parse_model_spec(text: str) -> ModelSpec:
@@ -152,10 +153,12 @@ def parse_model_spec(text: str) -> ModelSpec:
     if backend not in BACKENDS:
         raise ValueError(
             f"--model={text!r}: unknown backend {backend!r}; use one of "
-            "rustfix, ollama:NAME (e.g. ollama:qwen2.5-coder:7b), hf:NAME_OR_PATH, llamacpp:PATH.gguf"
+            "rustfix, ollama:NAME (e.g. ollama:qwen2.5-coder:7b), hf:NAME_OR_PATH, llamacpp:PATH.gguf, "
+            "openai:MODEL?base_url=URL"
         )
     examples = {"ollama": "qwen2.5-coder:7b", "hf": "Qwen/Qwen2.5-Coder-1.5B-Instruct",
-                "llamacpp": "models/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"}
+                "llamacpp": "models/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+                "openai": "Qwen/Qwen2.5-Coder-1.5B-Instruct?base_url=http://127.0.0.1:8000/v1"}
     if backend in examples and not name:
         raise ValueError(f"--model={text!r}: {backend} needs a model name, e.g. {backend}:{examples[backend]}")
     if backend == "rustfix" and name:

@@ -77,8 +77,8 @@ def host(tmp_path, monkeypatch):
     """Snapshot the host before the test and check it after: the verifier's temporary
     directories go to a private root (so concurrent workers cannot blur the check), which
     must be empty again; no process of this test's sandboxes survives; /tmp, /dev/shm and
-    the repository gain no file from an attack; a canary is untouched; shared memory and
-    available memory do not move materially."""
+    the repository gain no file from an attack; a canary is untouched; shared memory does
+    not grow materially."""
     private = tmp_path / "verifier-tmp"
     private.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(private))
@@ -123,7 +123,6 @@ def _host_state() -> dict:
         "files": {d: attack_files(d) for d in ("/tmp", "/dev/shm", "/", str(REPO_ROOT), os.getcwd())},
         "shm_used": shutil.disk_usage("/dev/shm").used,
         "shmem": meminfo.get("Shmem", 0),
-        "available": meminfo.get("MemAvailable", 0),
     }
 
 
@@ -133,10 +132,11 @@ def _host_grew(before: dict, after: dict) -> str | None:
             return f"new files in {directory}: {sorted(names - before['files'][directory])}"
     if after["shm_used"] - before["shm_used"] > 4 * MiB:
         return f"/dev/shm grew by {(after['shm_used'] - before['shm_used']) // MiB} MiB"
+    # Memory an attack could leave held is either a process's (the process checks find
+    # it) or a tmpfs's (shared memory, checked here). MemAvailable itself is not compared:
+    # another xdist worker loading a model moves it by gigabytes.
     if after["shmem"] - before["shmem"] > 64 * MiB:
         return f"shared memory (tmpfs) grew by {(after['shmem'] - before['shmem']) // MiB} MiB"
-    if before["available"] - after["available"] > 768 * MiB:
-        return f"available memory fell by {(before['available'] - after['available']) // MiB} MiB"
     return None
 
 

@@ -320,7 +320,17 @@ def test_a_server_that_takes_the_probe_silently_and_then_closes_its_port_is_an_o
     running.models_delay = 30  # the first probe's connection is taken, and nothing answers it
     built = model(running.base_url, "&retries=0")
     built.probe_seconds, built.backoff_seconds = 0.3, 1.0
-    threading.Timer(0.6, running.stop).start()  # the port closes between the two probes
+    # The port closes between the two probes: counted from the first probe's arrival (not
+    # from the start, which a slow machine delays), after it gave up (0.3 s) and well
+    # before the second one (1 s later).
+    def stop_after_the_first_probe():
+        deadline = time.monotonic() + 20
+        while running.models_requests < 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.8)
+        running.stop()
+
+    threading.Thread(target=stop_after_the_first_probe, daemon=True).start()
 
     with pytest.raises(ModelUnavailable, match="stopped answering \\(1 attempt\\)"):
         built.complete(REQUEST)

@@ -134,6 +134,32 @@ class ModelSpec:
     def option(self, key: str, default: str | None = None) -> str | None:
         return dict(self.options).get(key, default)
 
+    def seconds(self, key: str, default: float) -> float:
+        """A positive, finite number of seconds; a ValueError names the setting."""
+        text = self.option(key)
+        if text is None:
+            return default
+        try:
+            value = float(text)
+        except ValueError:
+            value = 0.0
+        if not value > 0 or value == float("inf"):
+            raise ValueError(f"--model={self.text!r}: {key}={text!r}; use a number of seconds above 0")
+        return value
+
+    def whole(self, key: str, default, *, minimum: int = 0):
+        """A whole number of at least `minimum`; a ValueError names the setting."""
+        text = self.option(key)
+        if text is None:
+            return default
+        try:
+            value = int(text)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            raise ValueError(f"--model={self.text!r}: {key}={text!r}; use a whole number of at least {minimum}")
+        return value
+
     def check_options(self, known: dict[str, str]) -> None:
         """Refuse settings the backend does not know: a typo must not silently run
         another configuration. `known` maps each setting to what it accepts."""

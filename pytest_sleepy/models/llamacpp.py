@@ -94,9 +94,9 @@ class LlamaCppModel:
         spec.check_options(SETTINGS)
         self.spec = spec
         self.name = spec.name
-        self.n_ctx = self._whole(spec, "n_ctx", 8192, minimum=256)
-        self.n_threads = self._whole(spec, "n_threads", None, minimum=1)
-        self.n_gpu_layers = self._whole(spec, "n_gpu_layers", 0, minimum=-1)
+        self.n_ctx = spec.whole("n_ctx", 8192, minimum=256)
+        self.n_threads = spec.whole("n_threads", None, minimum=1)
+        self.n_gpu_layers = spec.whole("n_gpu_layers", 0, minimum=-1)
         if not self.name.endswith(".gguf"):
             raise ValueError(f"--model={spec.text!r}: llamacpp needs a .gguf file: a path, or OWNER/REPO/FILE.gguf "
                              "for a file of a hub repository")
@@ -105,19 +105,6 @@ class LlamaCppModel:
         self.repo, self.filename = (None, None) if self.path else self._hub_parts()
         self._llama = None
         self._identity: str | None = None
-
-    @staticmethod
-    def _whole(spec: ModelSpec, key: str, default, *, minimum: int):
-        text = spec.option(key)
-        if text is None:
-            return default
-        try:
-            value = int(text)
-        except ValueError:
-            value = minimum - 1
-        if value < minimum:
-            raise ValueError(f"--model={spec.text!r}: {key}={text!r}; use a whole number of at least {minimum}")
-        return value
 
     def _hub_parts(self) -> tuple[str, str]:
         parts = self.name.split("/")

@@ -87,8 +87,8 @@ class OllamaModel:
             "retries": f"extra attempts on transient errors (default {DEFAULT_RETRIES})",
         })
         self.spec = spec
-        self.timeout = _positive_seconds(spec, "timeout", DEFAULT_TIMEOUT)
-        self.retries = _count(spec, "retries", DEFAULT_RETRIES)
+        self.timeout = spec.seconds("timeout", DEFAULT_TIMEOUT)
+        self.retries = spec.whole("retries", DEFAULT_RETRIES)
         self.backoff_seconds = 1.0  # the first wait between attempts; doubles after each
         self.host = ollama_host(os.environ.get("OLLAMA_HOST"))
         self._digest: str | None = None
@@ -174,29 +174,3 @@ class OllamaModel:
         except httpx.HTTPError:
             return False
         return True
-
-
-def _positive_seconds(spec: ModelSpec, key: str, default: float) -> float:
-    text = spec.option(key)
-    if text is None:
-        return default
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not value > 0 or value == float("inf"):
-        raise ValueError(f"--model={spec.text!r}: {key}={text!r}; use a number of seconds above 0")
-    return value
-
-
-def _count(spec: ModelSpec, key: str, default: int) -> int:
-    text = spec.option(key)
-    if text is None:
-        return default
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise ValueError(f"--model={spec.text!r}: {key}={text!r}; use a whole number, 0 or more")
-    return value

@@ -160,8 +160,8 @@ class OpenAIModel:
         if not self.api_key_env:
             raise ValueError(f"--model={spec.text!r}: api_key_env is empty; name an environment variable, "
                              f"or leave it out for {DEFAULT_KEY_ENV}")
-        self.timeout = _positive_seconds(spec, "timeout", DEFAULT_TIMEOUT)
-        self.retries = _count(spec, "retries", DEFAULT_RETRIES)
+        self.timeout = spec.seconds("timeout", DEFAULT_TIMEOUT)
+        self.retries = spec.whole("retries", DEFAULT_RETRIES)
         self.backoff_seconds = 1.0  # the first wait between attempts; doubles after each
         self.probe_seconds = 2.0  # how long the is-it-still-there probe waits for an answer
         self._entry: dict | None = None
@@ -365,30 +365,4 @@ def _base_url(spec: ModelSpec) -> str:
     if split.scheme not in ("http", "https") or not split.hostname or not port_ok:
         raise ValueError(f"--model={spec.text!r}: base_url={value!r} is not an http(s) URL; "
                          "write it as http://HOST:PORT/v1")
-    return value
-
-
-def _positive_seconds(spec: ModelSpec, key: str, default: float) -> float:
-    text = spec.option(key)
-    if text is None:
-        return default
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not value > 0 or value == float("inf"):
-        raise ValueError(f"--model={spec.text!r}: {key}={text!r}; use a number of seconds above 0")
-    return value
-
-
-def _count(spec: ModelSpec, key: str, default: int) -> int:
-    text = spec.option(key)
-    if text is None:
-        return default
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise ValueError(f"--model={spec.text!r}: {key}={text!r}; use a whole number, 0 or more")
     return value

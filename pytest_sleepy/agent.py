@@ -157,9 +157,12 @@ def repair(
         code, verdict = attempt.code, attempt.verdict
         note = ""
         if attempt.unchanged:
+            # The step number keeps each note, and so each prompt, distinct: with the
+            # same answer twice, `last` history would otherwise ask the same question.
+            earlier = f" (so did step{'s' if len(repeats) > 1 else ''} {', '.join(map(str, repeats))})" if repeats else ""
             repeats.append(step)
-            note = (f"Your last answer gave back {attempt.unchanged} unchanged, and it still fails as described. "
-                    "Change the code to fix it.")
+            note = (f"Your answer at step {step} gave back {attempt.unchanged} unchanged{earlier}, and it still fails "
+                    "as described. Change the code to fix it.")
         result.reason = f"{_still(verdict)} after {_steps(step)}"
         if repeats:
             result.reason += f" ({'step' if len(repeats) == 1 else 'steps'} {', '.join(map(str, repeats))} unchanged)"

@@ -106,7 +106,15 @@ def test_the_next_prompt_tells_the_model_its_answer_was_unchanged(shop_koan, ver
     repair(shop_koan, Plain(), model, verifier, max_steps=2, history="none")
     first, second = (r.messages[-1].content for r in model.requests)
     assert "unchanged" not in first
-    assert "Your last answer gave back the original program unchanged, and it still fails as described." in second
+    assert "Your answer at step 1 gave back the original program unchanged, and it still fails as described." in second
+
+
+def test_repeating_the_same_answer_never_repeats_the_same_prompt(shop_koan, verifier, tmp_path):
+    model = ScriptedModel([fenced(BUGGY_SHOP)] * 3)
+    cache = CompletionCache(tmp_path / "completions", "rw")
+    result = repair(shop_koan, Plain(), model, verifier, max_steps=3, cache=cache, history="last")
+    assert len(model.requests) == 3 and not any(a.cached for a in result.attempts)
+    assert "(so did step 1)" in model.requests[2].messages[-1].content
 
 
 def test_an_answer_without_code_is_named_in_the_next_prompt(shop_koan, verifier):

@@ -1,0 +1,56 @@
+"""The recorded reference run of the real model replays with no model at all.
+
+results/qwen2.5-coder-1.5b-instruct-q4_k_m/ holds what a live run recorded: the
+completion cache (`cache/completions`), the episodes and the run file of each strategy.
+Replaying with `--sleepy-cache=read` asks no model (a missing answer would be an error,
+not a failure), re-verifies every answer with today's verifier, and must give the same
+outcome for every koan, and the pass rate the README's Results table states.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO_ROOT
+from pytest_sleepy.results import read_run_file
+
+REFERENCE = REPO_ROOT / "results" / "qwen2.5-coder-1.5b-instruct-q4_k_m"
+RUNS = sorted(REFERENCE.glob("run-*.json"))
+
+
+def replay(run_file: Path, tmp_path: Path, *extra: str) -> tuple[subprocess.CompletedProcess, Path]:
+    recorded = read_run_file(run_file)
+    options = recorded.provenance["options"]
+    out = tmp_path / "replayed.json"
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+               f"--model={recorded.provenance['model']['spec']}", f"--strategy={','.join(options['strategy'])}",
+               f"--max-steps={options['max-steps']}", f"--sleepy-max-tokens={options['max-tokens']}",
+               f"--sleepy-history={options.get('history', 'last')}", "--sleepy-cache=read",
+               f"--sleepy-cache-dir={REFERENCE / 'cache'}", f"--sleepy-json={out}", *extra]
+    return subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True), out
+
+
+@pytest.mark.parametrize("run_file", RUNS, ids=[p.stem for p in RUNS])
+def test_the_reference_run_replays_to_the_same_outcome_for_every_koan(run_file, tmp_path):
+    result, out = replay(run_file, tmp_path)
+    assert "model answers were replayed" in result.stdout, result.stdout[-3000:]
+    recorded = {(o.koan, o.strategy): (o.solved, o.steps) for o in read_run_file(run_file).outcomes}
+    replayed = {(o.koan, o.strategy): (o.solved, o.steps) for o in read_run_file(out).outcomes}
+    assert len(recorded) == 30 and replayed == recorded
+
+
+@pytest.mark.parametrize("run_file", RUNS, ids=[p.stem for p in RUNS])
+def test_the_readme_states_the_reference_runs_pass_rate(run_file):
+    summary = json.loads(run_file.read_text())["aggregates"]["strategies"][0]
+    row = f"| Qwen2.5-Coder-1.5B-Instruct Q4_K_M, llamacpp | {summary['strategy']} | {round(summary['solved'])}/{summary['koans']}"
+    readme = (REPO_ROOT / "README.md").read_text()
+    assert row in readme
+    rate = f"{100 * summary['rate']:.1f}%"
+    interval = f"{100 * summary['low']:.1f}–{100 * summary['high']:.1f}%"
+    assert re.search(re.escape(row) + r"[^\n]*" + re.escape(rate) + r"[^\n]*" + re.escape(interval), readme)

@@ -16,6 +16,8 @@ Two kinds of failure, kept apart because they mean different things for the numb
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
@@ -167,6 +169,17 @@ class ModelSpec:
             if key not in known:
                 accepted = "; ".join(f"{k}={v}" for k, v in known.items()) or "none"
                 raise ValueError(f"--model={self.text!r}: unknown setting {key!r} for {self.backend}; accepted: {accepted}")
+
+
+def register_peft_adapter(adapters: dict[str, Path], identity: str, directory: Path) -> None:
+    """Record a peft adapter folder under `identity` in a backend's `adapters` table:
+    the one check every adapter-taking backend makes before anything loads."""
+    if not (directory / "adapter_config.json").is_file():
+        raise ValueError(f"adapter {identity!r}: {directory} holds no adapter_config.json (not a peft adapter)")
+    known = adapters.get(identity)
+    if known is not None and known != directory:
+        raise ValueError(f"adapter {identity!r} is already registered for {known}")
+    adapters[identity] = directory
 
 
 BACKENDS = ("rustfix", "ollama", "hf", "llamacpp", "openai")

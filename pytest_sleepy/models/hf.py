@@ -44,7 +44,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
-from .base import Completion, CompletionRequest, Message, ModelError, ModelSpec, ModelUnavailable
+from .base import Completion, CompletionRequest, Message, ModelError, ModelSpec, ModelUnavailable, register_peft_adapter
 
 if TYPE_CHECKING:  # imported lazily at run time, see the module docstring
     import torch
@@ -285,13 +285,8 @@ class HFModel:
         """Make a peft LoRA adapter directory available under `identity` (the name a
         strategy puts in requests and the completion cache keys on). Nothing loads
         until a request asks for it."""
-        directory = Path(directory)
-        if not (directory / "adapter_config.json").is_file():
-            raise ValueError(f"adapter {identity!r}: {directory} holds no adapter_config.json (not a peft adapter)")
-        known = self._adapters.get(identity)
-        if known is not None and known != directory:
-            raise ValueError(f"adapter {identity!r} is already registered for {known}")
-        self._adapters[identity] = directory
+        register_peft_adapter(self._adapters, identity, Path(directory))
+
 
     def _use_adapter(self, identity: str | None):
         """Switch the loaded model to `identity` (None: the base model) without

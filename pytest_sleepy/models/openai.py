@@ -93,7 +93,7 @@ from urllib.parse import urlsplit
 import httpx
 import openai
 
-from .base import Completion, CompletionRequest, ModelError, ModelSpec, ModelUnavailable
+from .base import Completion, CompletionRequest, ModelError, ModelSpec, ModelUnavailable, register_peft_adapter
 
 __all__ = ["OpenAIModel", "entry_digest", "STABLE_EXCLUDED"]
 
@@ -230,13 +230,8 @@ class OpenAIModel:
     def register_adapter(self, identity: str, directory: Path | str) -> None:
         """Make a peft LoRA adapter directory available under `identity`; the server is
         asked to load it on the first request that names it."""
-        directory = Path(directory).absolute()
-        if not (directory / "adapter_config.json").is_file():
-            raise ValueError(f"adapter {identity!r}: {directory} holds no adapter_config.json (not a peft adapter)")
-        known = self._adapters.get(identity)
-        if known is not None and known != directory:
-            raise ValueError(f"adapter {identity!r} is already registered for {known}")
-        self._adapters[identity] = directory
+        register_peft_adapter(self._adapters, identity, Path(directory).absolute())
+
 
     def _load_adapter(self, identity: str) -> None:
         if identity in self._loaded:

@@ -19,7 +19,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .agent import Attempt, repair
-from .koans import Koan, KoanFileError, load_families, load_koan
+from .corpus.suites import Suite, select_suite
+from .koans import Koan, KoanFileError, is_koan_file, load_families, load_koan
 from .models import CacheMiss, CompletionCache, GenerationSettings, load_model, parse_model_spec
 from .results import ERROR, FAILED, PASSED, EpisodeLog, Outcome
 from .verify.sandbox import Sandbox, Toolchain
@@ -136,7 +137,7 @@ class Benchmark:
         feedback = FeedbackConfig.from_table(self.settings.feedback, f"{source}: [tool.sleepy.feedback]",
                                              base_dir=base, default_model=self.settings.model,
                                              artifacts_dir=self.settings.artifacts_dir)
-        eval_koans = [k for k in self.corpus if k.split == "eval"]
+        eval_koans = [k for k in self.corpus if k.split == "eval"]  # every suite's: none may leak into training
         return TrainingContext(
             model=self.model, store=ArtifactStore(self.settings.artifacts_dir), config=config,
             train_koans=train_koans, eval_koans=eval_koans, verifier=self.verifier,
@@ -145,12 +146,24 @@ class Benchmark:
             retrain=self.settings.retrain, feedback_dir=feedback.dir, say=say)
 
     @functools.cached_property
+    def suite(self) -> Suite:
+        """The eval suite this run measures; SuiteError when it is unknown or a frozen
+        member changed."""
+        return select_suite(self.koans_dir, self.corpus, self.settings.suite)
+
+    def collects(self, koan: Koan) -> bool:
+        """Whether this run's split (and suite) holds the koan."""
+        if koan.split == "eval":
+            return self.settings.split in ("eval", "all") and koan.id in self.suite.koans
+        return self.settings.split in ("train", "all")
+
+    @functools.cached_property
     def corpus(self) -> list[Koan]:
         """Every koan, read once per process. A broken file is skipped here; collection
         reports it as an error of its own."""
         koans = []
         for path in sorted(self.koans_dir.rglob("*.toml")):
-            if path.name != "families.toml":
+            if is_koan_file(path, self.koans_dir):
                 try:
                     koans.append(self.load_koan(path))
                 except KoanFileError:
@@ -249,6 +262,7 @@ class Benchmark:
             **({"curriculum": curricula[0]} if (curricula := [c for s in self.strategies if (c := s.curriculum())]) else {}),
             "seeds": seeds,
             "options": self.settings.to_dict(),
+            **({"suite": self.suite.record()} if self.settings.split != "train" else {}),
             "koans": {o.koan: o.koan_digest for o in sorted(outcomes, key=lambda o: o.koan)},
             "python": sys.version.split()[0],
             "platform": platform.platform(),

@@ -1,6 +1,7 @@
 """The `sleepy` command.
 
-    sleepy koans list [--split eval|train] [--family F] [--pattern P]
+    sleepy koans list [--split eval|train] [--suite NAME] [--family F] [--pattern P]
+    sleepy koans freeze NAME [--description TEXT]
     sleepy koans show ID
     sleepy koans check ID FILE [--json]
     sleepy koans validate [PATH ...] [-j N]
@@ -54,7 +55,9 @@ from pathlib import Path
 
 from tabulate import tabulate
 
+from .comparison import suite_mismatch
 from .corpus.importers import import_rustlings, import_seed_json
+from .corpus.suites import SUITES_FILE, frozen_table, load_suites, select_suite
 from .koans import CorpusError, Koan, KoanFileError, load_corpus, load_families, load_koan
 from .verify.sandbox import Sandbox, SandboxUnavailable, Toolchain, ToolchainMissing
 from .corpus.validation import MIN_MUTATION_SCORE, KoanCheck, check_corpus
@@ -115,9 +118,16 @@ def _parser() -> argparse.ArgumentParser:
 
     listing = koan_commands.add_parser("list", parents=[common], help="list koans")
     listing.add_argument("--split", choices=["eval", "train"])
+    listing.add_argument("--suite", help="only the koans of this eval suite (see the suites table)")
     listing.add_argument("--family")
     listing.add_argument("--pattern")
     listing.set_defaults(run=_list)
+
+    freeze = koan_commands.add_parser("freeze", parents=[common],
+                                      help="append a suite of every eval koan as it stands to suites.toml")
+    freeze.add_argument("name", help="the new suite's name, e.g. eval-v2")
+    freeze.add_argument("--description", default="", help="one line on what the suite holds")
+    freeze.set_defaults(run=_freeze)
 
     show = koan_commands.add_parser("show", parents=[common], help="print one koan")
     show.add_argument("id")
@@ -279,15 +289,46 @@ def _find(args, koan_id: str) -> Koan:
 
 
 def _list(args) -> int:
+    corpus = load_corpus(args.koans)
+    suites = load_suites(args.koans, corpus)
+    members = None
+    if args.suite is not None:
+        members = select_suite(args.koans, corpus, args.suite).koans
     koans = [
-        k for k in load_corpus(args.koans)
+        k for k in corpus
         if (args.split is None or k.split == args.split)
+        and (members is None or k.id in members)
         and (args.family is None or k.family == args.family)
         and (args.pattern is None or k.pattern == args.pattern)
     ]
-    rows = [(k.id, k.split, k.family, k.pattern, " ".join(k.expect), k.title) for k in koans]
-    print(tabulate(rows, headers=["id", "split", "family", "pattern", "expect", "title"]))
-    print(f"\n{len(koans)} koans")
+    rows = [(k.id, k.split, k.family, k.pattern, " ".join(k.expect), k.difficulty or "-", k.title) for k in koans]
+    print(tabulate(rows, headers=["id", "split", "family", "pattern", "expect", "difficulty", "title"]))
+    print(f"\n{len(koans)} koans\n")
+    suite_rows = []
+    for suite in suites:
+        problems = suite.problems(corpus)
+        families = Counter(k.family for k in suite.members(corpus))
+        suite_rows.append((suite.name + (" (default)" if suite is suites[-1] else ""), len(suite.koans), suite.digest,
+                           len(families), "ok" if not problems else f"{len(problems)} problem(s): {problems[0]}"))
+    print(tabulate(suite_rows, headers=["suite", "koans", "digest", "families", "frozen koans"]))
+    unfrozen = [k.id for k in corpus if k.split == "eval" and not any(k.id in s.koans for s in suites)]
+    if unfrozen:
+        print(f"\n{len(unfrozen)} eval koan(s) in no suite yet (not collected): {', '.join(unfrozen[:8])}"
+              + (", ..." if len(unfrozen) > 8 else ""))
+    return 0
+
+
+def _freeze(args) -> int:
+    corpus = load_corpus(args.koans)
+    path = args.koans / SUITES_FILE
+    existing = load_suites(args.koans, corpus) if path.is_file() else []
+    if any(s.name == args.name for s in existing):
+        raise UsageError(f"{path} already has a suite {args.name!r}; a frozen suite never changes: pick a new name")
+    table = frozen_table(args.name, args.description, corpus)
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(("\n" if existing else "") + table)
+    frozen = load_suites(args.koans, corpus)[-1]
+    print(f"froze {frozen.name}: {len(frozen.koans)} eval koans, digest {frozen.digest}, in {path}")
     return 0
 
 
@@ -308,6 +349,8 @@ def _report(args) -> int:
     baseline = read_run_file(args.vs) if args.vs else None
     if not 0 < args.alpha < 1:
         raise UsageError(f"--alpha={args.alpha}: must lie strictly between 0 and 1")
+    if baseline is not None and (mismatch := suite_mismatch(baseline.provenance, run.provenance.get("suite"))):
+        raise UsageError(f"--vs {args.vs} {mismatch.replace('this run', f'{args.run_file}')}")
     report = build_report(run.outcomes, run.provenance, strategies=_strategy_order(run),
                           model=run.provenance.get("model", {}).get("spec", ""), baseline=baseline, alpha=args.alpha)
     if args.format == "json":

@@ -11,6 +11,8 @@ File format (`koans/<family>/<id>.toml`)::
     expect = ["E0382"]          # the exact error codes of the buggy code, or ["test"] for a
                                 # logic bug: it compiles but the hidden tests fail
     hint = "..."                # optional advice for the pattern
+    difficulty = 2              # optional, 1 (easy) to 3 (hard): the author's estimate,
+                                # calibrated against the rustfix floor and a real model
     buggy = '''...'''           # what the model sees and edits
     fixed = '''...'''           # the reference fix, proven by `sleepy koans validate`
     tests = '''...'''           # hidden #[test] fns, compiled inside
@@ -37,7 +39,8 @@ Alternatives, decoys and equivalent mutants are never shown to a model and never
 training data (the leakage guard treats alternatives and decoys as the koan's own text);
 koans/README.md is the authoring contract they serve.
 
-A corpus may add families in `families.toml` at its root (`name = "description"`).
+A corpus may add families in `families.toml` at its root (`name = "description"`), and
+declares its frozen eval suites in `suites.toml` (pytest_sleepy/corpus/suites.py).
 Every problem found while loading is reported with the file, the field and what to do.
 """
 
@@ -60,6 +63,7 @@ __all__ = [
     "load_koan",
     "load_corpus",
     "load_families",
+    "is_koan_file",
 ]
 
 BUILTIN_FAMILIES = {
@@ -69,11 +73,20 @@ BUILTIN_FAMILIES = {
     "lifetimes": "lifetime annotations on functions, structs and impls",
     "type_mismatch": "values of the wrong type: integer widths, String/&str, Option/T",
     "logic": "programs that compile but compute the wrong thing",
+    "generics_trait_objects": "generic parameters and dyn Trait: object safety, Sized, missing methods",
+    "closures_iterators": "closures that capture wrongly (FnMut/FnOnce, move) and iterator adaptors",
+    "pattern_matching": "non-exhaustive matches and patterns of the wrong shape",
+    "modules_privacy": "items, fields and methods used outside the module that hides them",
+    "mutability": "writes through shared references and to immutable bindings",
+    "concurrency": "Send/Sync, Mutex guards and threads that outlive their borrows",
 }
 EDITIONS = ("2015", "2018", "2021", "2024")
 SPLITS = ("eval", "train")
 REQUIRED = ("id", "family", "pattern", "title", "edition", "split", "expect", "buggy", "fixed", "tests")
-OPTIONAL = ("hint", "dependencies", "flagged", "alternatives", "decoys", "equivalent_mutants")
+OPTIONAL = ("hint", "difficulty", "dependencies", "flagged", "alternatives", "decoys", "equivalent_mutants")
+DIFFICULTIES = (1, 2, 3)
+# Files at the corpus root that describe the corpus rather than hold a koan.
+CORPUS_FILES = ("families.toml", "suites.toml")
 _ID = re.compile(r"^[a-z0-9][a-z0-9_]*$")
 _SNAKE = re.compile(r"^[a-z][a-z0-9_]*$")
 _ERROR_CODE = re.compile(r"^E[0-9]{4}$")
@@ -103,6 +116,7 @@ class Koan:
     fixed: str
     tests: str
     hint: str | None = None
+    difficulty: int | None = None
     dependencies: dict[str, Path] = field(default_factory=dict, hash=False, compare=False)
     flagged: str | None = None
     path: Path | None = field(default=None, compare=False)
@@ -160,6 +174,14 @@ def load_families(corpus_root: Path) -> dict[str, str]:
     return families
 
 
+def is_koan_file(path: Path, root: Path) -> bool:
+    """Whether `path`, somewhere under the corpus `root`, is a koan file."""
+    if path.suffix != ".toml" or (path.parent == root and path.name in CORPUS_FILES):
+        return False
+    # Dependency crates and hidden folders are not koans.
+    return not any(part.startswith(".") or part == "deps" for part in path.relative_to(root).parts[:-1])
+
+
 def load_koan(path: Path | str, families: dict[str, str] | None = None) -> Koan:
     """Load and validate one koan file; raise KoanFileError naming the field at fault."""
     path = Path(path)
@@ -201,6 +223,9 @@ def load_koan(path: Path | str, families: dict[str, str] | None = None) -> Koan:
         bad = [e for e in expect if not _ERROR_CODE.match(e)]
         if bad:
             raise KoanFileError(path, "expect", f"{bad[0]!r} is not a rustc error code (EXXXX) and not \"test\"")
+    difficulty = data.get("difficulty")
+    if difficulty is not None and (type(difficulty) is not int or difficulty not in DIFFICULTIES):
+        raise KoanFileError(path, "difficulty", f"{difficulty!r} must be 1 (easy), 2 or 3 (hard)")
     for name in ("buggy", "fixed"):
         if not data[name].strip():
             raise KoanFileError(path, name, "is empty")
@@ -219,6 +244,7 @@ def load_koan(path: Path | str, families: dict[str, str] | None = None) -> Koan:
         fixed=data["fixed"],
         tests=data["tests"],
         hint=data.get("hint"),
+        difficulty=difficulty,
         dependencies=_dependencies(path, data.get("dependencies", {})),
         flagged=data.get("flagged"),
         path=path,
@@ -240,10 +266,8 @@ def load_corpus(root: Path | str = "koans") -> list[Koan]:
         raise CorpusError([error]) from None
     koans: dict[str, Koan] = {}
     for path in sorted(root.rglob("*.toml")):
-        if path.name == "families.toml" and path.parent == root:
+        if not is_koan_file(path, root):
             continue
-        if any(part.startswith(".") or part == "deps" for part in path.relative_to(root).parts[:-1]):
-            continue  # dependency crates and hidden folders are not koans
         try:
             koan = load_koan(path, families)
         except KoanFileError as error:

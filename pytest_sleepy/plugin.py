@@ -22,8 +22,9 @@ from pathlib import Path
 import pytest
 
 from .benchmark import Benchmark, new_run_id
-from .comparison import KoanState, baseline_columns, koan_states, reference_for
-from .koans import Koan, KoanFileError
+from .comparison import KoanState, baseline_columns, koan_states, reference_for, suite_mismatch
+from .corpus.suites import SuiteError
+from .koans import Koan, KoanFileError, is_koan_file
 from .models import ModelUnavailable
 from .report import RunReport, build_report, render, report_dict
 from .results import ERROR, Outcome, RunFile, RunFileError, read_run_file, write_run_file
@@ -131,7 +132,7 @@ class SleepyPlugin:
     # -- collection -----------------------------------------------------------------
 
     def pytest_collect_file(self, file_path: Path, parent):
-        if file_path.suffix == ".toml" and file_path.name != "families.toml" and self.koans_dir in file_path.parents:
+        if self.koans_dir in file_path.parents and is_koan_file(file_path, self.koans_dir):
             return KoanFile.from_parent(parent, path=file_path)
         return None
 
@@ -139,7 +140,10 @@ class SleepyPlugin:
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionstart(self, session):
-        if self.worker or self.config.option.collectonly or not self.selects_koans():
+        if self.worker or not self.selects_koans():
+            return
+        self.check_suite()
+        if self.config.option.collectonly:
             return
         try:
             self.benchmark.preflight()
@@ -155,6 +159,17 @@ class SleepyPlugin:
                 self.benchmark.train_strategies(say)
             except (ValueError, *INFRASTRUCTURE) as error:
                 raise pytest.UsageError(f"pytest-sleepy: {error}") from None
+
+    def check_suite(self) -> None:
+        """The suite exists with every frozen koan intact, and is the baseline's."""
+        if self.settings.split == "train":
+            return
+        try:
+            suite = self.benchmark.suite
+        except SuiteError as error:
+            raise pytest.UsageError(f"pytest-sleepy: {error}") from None
+        if self.baseline is not None and (mismatch := suite_mismatch(self.baseline.provenance, suite.record())):
+            raise pytest.UsageError(f"--sleepy-baseline: {self.settings.baseline} {mismatch}")
 
     # -- outcomes and the summary (controller only) ---------------------------------
 
@@ -321,7 +336,7 @@ class KoanFile(pytest.File):
         plugin: SleepyPlugin = self.config.pluginmanager.get_plugin("sleepy-benchmark")
         benchmark = plugin.benchmark
         koan = benchmark.load_koan(self.path)
-        if benchmark.settings.split not in ("all", koan.split):
+        if not benchmark.collects(koan):
             return
         samples = benchmark.settings.samples
         for strategy in benchmark.strategies:

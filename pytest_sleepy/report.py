@@ -36,6 +36,7 @@ class RunReport:
     gate: GateResult | None = None
     continual: list[AccuracyMatrix] = field(default_factory=list)  # one per strategy with training stages
     routing: dict = field(default_factory=dict)  # routed strategy -> router ConfusionTable
+    suite: str = ""  # "eval-v1 (digest ...)": the koans the rates are measured on
 
 
 def build_report(outcomes: list[Outcome], provenance: dict, *, strategies: list[str], model: str = "",
@@ -66,7 +67,9 @@ def build_report(outcomes: list[Outcome], provenance: dict, *, strategies: list[
             from .router import confusion
 
             routing[strategy] = confusion(decisions)
-    return RunReport(summary, model, comparison, matrix, result, continual, routing)
+    suite = provenance.get("suite")
+    return RunReport(summary, model, comparison, matrix, result, continual, routing,
+                     f"{suite['name']} (digest {suite['digest']})" if suite else "")
 
 
 def report_dict(report: RunReport) -> dict:
@@ -95,7 +98,7 @@ def report_dict(report: RunReport) -> dict:
 
 def render(report: RunReport, fmt: str = "text", matrix_rows: str = "changed") -> str:
     style = _Style(fmt)
-    sections = [_strategy_table(report.summary, report.model, style)]
+    sections = [_strategy_table(report.summary, report.model, report.suite, style)]
     if report.summary.families:
         sections.append(_family_table(report.summary, style))
     if report.summary.comparisons:
@@ -143,7 +146,7 @@ class _Style:
         return tabulate(rows, headers, tablefmt=self.tablefmt, disable_numparse=True)
 
 
-def _strategy_table(summary: RunSummary, model: str, style: _Style) -> str:
+def _strategy_table(summary: RunSummary, model: str, suite: str, style: _Style) -> str:
     ks = sorted({k for s in summary.strategies for k in s.pass_at})
     headers = ["strategy", "koans", "solved", "pass rate", "95% CI (Wilson)", "median steps",
                "model s/item", "verify s/item", *(f"pass@{k}" for k in ks)]
@@ -155,7 +158,8 @@ def _strategy_table(summary: RunSummary, model: str, style: _Style) -> str:
             f"{s.mean_model_seconds:.2f}", f"{s.mean_verify_seconds:.2f}",
             *(_percent(s.pass_at[k]) if k in s.pass_at else "-" for k in ks),
         ])
-    title = "pass rates by strategy" + (f" (model {model})" if model else "")
+    about = [f"suite {suite}"] * bool(suite) + [f"model {model}"] * bool(model)
+    title = "pass rates by strategy" + (f" ({', '.join(about)})" if about else "")
     samples = max((s.samples for s in summary.strategies), default=1)
     if samples > 1:
         title += f"; {samples} samples per koan, a koan's share is its pass rate over samples, the interval counts koans"

@@ -13,6 +13,7 @@ or a list); the command line wins. Paths in pyproject.toml are relative to that 
 | temperature      | --sleepy-temperature   | 0         | 0 = greedy decoding |
 | max-tokens       | --sleepy-max-tokens    | 1024      | new tokens per answer |
 | split            | --sleepy-split         | eval      | eval, train or all |
+| suite            | --sleepy-suite         | newest    | the frozen eval suite (koans/suites.toml): eval-v1, eval-v2, ... |
 | json             | --sleepy-json          | (none)    | write the run file here |
 | episodes         | --sleepy-episodes      | (none)    | append one JSON line per attempt here |
 | cache            | --sleepy-cache         | rw        | record/replay of completions: off, read, write, rw |
@@ -168,6 +169,7 @@ OPTIONS = (
     Option("temperature", "--sleepy-temperature", 0.0, _temperature, "sampling temperature; 0 = greedy"),
     Option("max-tokens", "--sleepy-max-tokens", 1024, _integer(1), "new tokens per model answer"),
     Option("split", "--sleepy-split", "eval", _choice(SPLITS), "koans to collect: eval, train or all"),
+    Option("suite", "--sleepy-suite", None, _text, "the eval suite to run (koans/suites.toml; default: the newest)"),
     Option("json", "--sleepy-json", None, _text, "write the run file (JSON) to PATH", is_path=True),
     Option("episodes", "--sleepy-episodes", None, _text, "append one JSON line per attempt to PATH", is_path=True),
     Option("cache", "--sleepy-cache", "rw", _choice(CACHE_MODES), "completion record/replay: off, read (replay only), write, rw"),
@@ -196,6 +198,7 @@ class BenchmarkSettings:
     temperature: float = 0.0
     max_tokens: int = 1024
     split: str = "eval"
+    suite: str | None = None
     json: Path | None = None
     episodes: Path | None = None
     cache: str = "rw"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_sleepy.koans import Koan
+from pytest_sleepy.koans import Koan, load_koan
 from pytest_sleepy.verify.sandbox import Sandbox, SandboxUnavailable, Toolchain
 from pytest_sleepy.verify.verifier import VerificationCache, Verifier
 
@@ -122,6 +122,17 @@ def bench(pytester, monkeypatch):
         sleepy_strategies = "{REPO_ROOT / 'strategies'}"
     """)
     return pytester
+
+
+def fixing_reply(request: dict) -> str:
+    """Answers like a model that knows the reference fixes of the `bench` koans: the
+    content of an Ollama or OpenAI chat request in, the assistant's answer out."""
+    prompt = request["messages"][-1]["content"]
+    for koan, family in KOANS.items():
+        fixed = load_koan(REPO_ROOT / "koans" / family / f"{koan}.toml")
+        if fixed.buggy.strip() in prompt:
+            return f"Fixed:\n```rust\n{fixed.fixed.strip()}\n```"
+    return "I cannot help."
 
 
 def use_tiny_model(project, model: Path, tables: str) -> None:

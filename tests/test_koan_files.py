@@ -166,3 +166,14 @@ def test_an_alternative_without_code_names_the_entry(tmp_path):
     path = write(tmp_path, "k.toml", VALID + '\n[[alternatives]]\nwhy = "x"\n')
     with pytest.raises(KoanFileError, match=r"field 'alternatives\[0\]': needs exactly two keys: why"):
         load_koan(path)
+
+
+def test_difficulty_is_read_when_given(tmp_path):
+    koan = load_koan(write(tmp_path, "k.toml", with_field("difficulty", "3")))
+    assert koan.difficulty == 3
+
+
+@pytest.mark.parametrize("value", ["0", "4", '"hard"', "2.0", "true"])
+def test_a_difficulty_outside_one_to_three_names_the_field(tmp_path, value):
+    with pytest.raises(KoanFileError, match=r"field 'difficulty': .* must be 1 \(easy\), 2 or 3 \(hard\)"):
+        load_koan(write(tmp_path, "k.toml", with_field("difficulty", value)))

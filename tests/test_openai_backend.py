@@ -9,12 +9,11 @@ import json
 import socket
 import threading
 import time
-import tomllib
 
 import pytest
 from openai_server import MODEL, Failure, OpenAIServer
 
-from conftest import REPO_ROOT
+from conftest import fixing_reply
 from pytest_sleepy.models import (
     CompletionRequest,
     GenerationSettings,
@@ -482,16 +481,6 @@ def test_a_bad_spec_is_refused_by_name(spec, message):
 # -- the benchmark end to end -----------------------------------------------------------
 
 
-def fixing_reply(request: dict) -> str:
-    """Answers like a model that knows the reference fixes of the corpus's koans."""
-    prompt = request["messages"][-1]["content"]
-    for path in (REPO_ROOT / "koans").rglob("*.toml"):
-        if path.name == "families.toml":
-            continue
-        koan = tomllib.loads(path.read_text())
-        if koan["buggy"].strip() in prompt:
-            return f"Fixed:\n```rust\n{koan['fixed'].strip()}\n```"
-    return "I cannot help."
 
 
 def test_the_benchmark_runs_under_xdist_against_one_server_and_records_its_identity(bench, monkeypatch):

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
 
 import pytest
 
 from pytest_sleepy.results import read_run_file
 
-from conftest import EVAL, KOANS, REPO_ROOT
+from conftest import EVAL, KOANS, fixing_reply
 from ollama_server import OllamaServer
 
 
@@ -142,7 +143,7 @@ def test_the_summary_prints_rates_intervals_families_and_comparisons(bench):
     result = bench.runpytest("--strategy=baseline,hints")
     result.stdout.fnmatch_lines([
         "*= pytest-sleepy summary =*",
-        "pass rates by strategy (model rustfix)",
+        "pass rates by strategy (suite eval (digest *), model rustfix)",
         "strategy*koans*solved*pass rate*95% CI (Wilson)*median steps*model s/item*verify s/item",
         "baseline*4*2*50.0%*15.0% - 85.0%*1*",
         "hints*4*2*50.0%*15.0% - 85.0%*1*",
@@ -218,18 +219,6 @@ def test_a_model_that_is_not_pulled_stops_the_session_with_the_pull_command(benc
     assert "ollama pull qwen2.5-coder:7b" in result.stdout.str() + result.stderr.str()
 
 
-def fixing_reply(request: dict) -> str:
-    """Answers like a model that knows the reference fixes of the corpus's koans."""
-    import tomllib
-
-    prompt = request["messages"][-1]["content"]
-    for path in (REPO_ROOT / "koans").rglob("*.toml"):
-        if path.name == "families.toml":
-            continue
-        koan = tomllib.loads(path.read_text())
-        if koan["buggy"].strip() in prompt:
-            return f"Fixed:\n```rust\n{koan['fixed'].strip()}\n```"
-    return "I cannot help."
 
 
 def test_a_recorded_run_replays_without_the_model(bench, monkeypatch):
@@ -320,6 +309,47 @@ def test_the_session_fixture_gives_a_projects_own_tests_the_benchmark(bench):
     """)
     result = bench.runpytest("test_mine.py", "--strategy=baseline,hints")
     result.assert_outcomes(passed=1)
+
+
+def test_a_run_stopped_by_an_outage_resumes_from_its_cached_answers(bench, dying_server, monkeypatch):
+    bench.runpytest("--model=ollama:qwen2.5-coder:7b?retries=0", "-p", "no:randomly")
+    assert len(dying_server.chat_requests) == 1
+    with OllamaServer(reply=fixing_reply) as server:
+        monkeypatch.setenv("OLLAMA_HOST", server.url)
+        resumed = bench.runpytest("--model=ollama:qwen2.5-coder:7b", "-p", "no:randomly")
+        asked = len(server.chat_requests)
+    resumed.assert_outcomes(passed=4)
+    assert asked == 3  # the answer given before the outage is not asked for again
+    resumed.stdout.fnmatch_lines(["1 of 4 model answers were replayed from *"])
+
+
+def test_a_run_interrupted_by_ctrl_c_resumes_from_its_cached_answers(bench, monkeypatch):
+    import signal
+    import sys
+    import threading
+
+    interrupted = threading.Event()
+
+    def interrupt_at_the_second_request(request):
+        if len(server.chat_requests) == 2:
+            run.send_signal(signal.SIGINT)
+            interrupted.set()
+            server.stopping.wait(60)  # never answers: the run is gone first
+        return fixing_reply(request)
+
+    with OllamaServer(reply=interrupt_at_the_second_request) as server:
+        monkeypatch.setenv("OLLAMA_HOST", server.url)
+        run = bench.popen([sys.executable, "-m", "pytest", "--model=ollama:qwen2.5-coder:7b"],
+                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        output = run.communicate(timeout=300)[0].decode()
+        assert interrupted.is_set() and run.returncode == pytest.ExitCode.INTERRUPTED, output
+    with OllamaServer(reply=fixing_reply) as server:
+        monkeypatch.setenv("OLLAMA_HOST", server.url)
+        resumed = bench.runpytest("--model=ollama:qwen2.5-coder:7b")
+        asked = len(server.chat_requests)
+    resumed.assert_outcomes(passed=4)
+    assert asked == 3
+    resumed.stdout.fnmatch_lines(["1 of 4 model answers were replayed from *"])
 
 
 def test_under_xdist_a_server_that_dies_stops_every_worker(bench, dying_server):

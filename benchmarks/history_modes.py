@@ -1,0 +1,108 @@
+"""Which `--sleepy-history` repairs the most koans per model-second?
+
+    python benchmarks/history_modes.py --out DIR [--model SPEC] [--seed-cache DIR]
+                                       [--strategy baseline] [--modes none,last,full]
+    python benchmarks/history_modes.py --out DIR --table-only
+
+For each history mode, one live pytest run of the eval koans with `--max-steps=5`,
+greedy, writes DIR/episodes-MODE.jsonl. The prompts do not depend on max-steps, so the
+first k steps of a 5-step run are exactly the k-step run: one run per mode gives the
+figures for max-steps 1, 3 and 5.
+
+All modes share one completion cache (DIR/cache, first filled from `--seed-cache`, such
+as a recorded reference run): step 1 never carries history, so its answers are the same
+for every mode, and `last` and `full` coincide at step 2. A replayed answer is charged
+its recorded model seconds, so each mode pays for every answer it uses, once.
+
+The table: koans solved within k steps, the model seconds spent on them (the steps up
+to k of every koan, tokens alike), and solved koans per model-minute, with the ratio to
+the first mode. Model seconds depend on the machine's load while the runs went;
+tokens do not, so both are shown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+from tabulate import tabulate
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+
+STEPS = (1, 3, 5)
+
+
+def record(mode: str, model: str, strategy: str, out: Path) -> None:
+    episodes = out / f"episodes-{mode}.jsonl"
+    episodes.unlink(missing_ok=True)
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--model={model}",
+               f"--strategy={strategy}", f"--max-steps={max(STEPS)}", f"--sleepy-history={mode}",
+               f"--sleepy-cache-dir={out / 'cache'}", f"--sleepy-episodes={episodes}",
+               f"--sleepy-json={out / f'run-{mode}.json'}", "--sleepy-matrix=off"]
+    finished = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    (out / f"pytest-{mode}.log").write_text(finished.stdout + finished.stderr)
+    if finished.returncode not in (0, 1):  # 1: some koans were not repaired
+        raise SystemExit(f"pytest for history={mode} ended with {finished.returncode}; see {out}/pytest-{mode}.log")
+
+
+def step_cost(episode: dict) -> float:
+    return episode["recorded_seconds"] if episode["cached"] else episode["model_seconds"]
+
+
+def table_rows(out: Path, modes: list[str]) -> list[list]:
+    rows, reference = [], {}
+    for mode in modes:
+        by_koan: dict[str, list[dict]] = defaultdict(list)
+        for line in (out / f"episodes-{mode}.jsonl").read_text().splitlines():
+            episode = json.loads(line)
+            by_koan[episode["koan"]].append(episode)
+        for steps in STEPS:
+            solved = seconds = tokens_in = tokens_out = 0
+            for attempts in by_koan.values():
+                used = [a for a in sorted(attempts, key=lambda a: a["step"]) if a["step"] <= steps]
+                solved += any(a["verdict"] and a["verdict"]["passed"] for a in used)
+                seconds += sum(step_cost(a) for a in used)
+                tokens_in += sum(a["tokens_in"] for a in used)
+                tokens_out += sum(a["tokens_out"] for a in used)
+            per_minute = 60 * solved / seconds if seconds else 0.0
+            reference.setdefault(steps, per_minute)
+            ratio = per_minute / reference[steps] if reference[steps] else float("nan")
+            rows.append([mode, steps, f"{solved}/{len(by_koan)}", f"{seconds:.0f}", f"{tokens_in}+{tokens_out}",
+                         f"{per_minute:.2f}", f"{ratio:.2f}"])
+    return sorted(rows, key=lambda row: (row[1], modes.index(row[0])))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, required=True, help="folder for the cache, episodes and logs")
+    parser.add_argument("--model", help="model spec (default: llamacpp: on the Qwen2.5-Coder 1.5B GGUF)")
+    parser.add_argument("--seed-cache", type=Path, help="completion cache to start from (copied, never written)")
+    parser.add_argument("--strategy", default="baseline")
+    parser.add_argument("--modes", default="none,last,full", help="comma-separated history modes, in table order")
+    parser.add_argument("--table-only", action="store_true", help="print the table from DIR's episodes, run nothing")
+    args = parser.parse_args()
+    modes = args.modes.split(",")
+    if not args.table_only:
+        model = args.model
+        if model is None:
+            from realmodel import qwen_gguf
+
+            model = f"llamacpp:{qwen_gguf()}?n_ctx=8192"
+        args.out.mkdir(parents=True, exist_ok=True)
+        if args.seed_cache and not (args.out / "cache").exists():
+            shutil.copytree(args.seed_cache, args.out / "cache", ignore=shutil.ignore_patterns("verdicts"))
+        for mode in modes:
+            record(mode, model, args.strategy, args.out)
+    print(tabulate(table_rows(args.out, modes),
+                   headers=["history", "max-steps", "solved", "model s", "tokens in+out", "solved/model-min",
+                            f"ratio to {modes[0]}"]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,13 +1,14 @@
 """Which `--sleepy-history` repairs the most koans per model-second?
 
-    python benchmarks/history_modes.py --out DIR [--model SPEC] [--seed-cache DIR]
+    python benchmarks/history_modes.py --out DIR [--model SPEC] [--seed-cache DIR] [--max-steps 5]
                                        [--strategy baseline] [--modes none,last,full]
-    python benchmarks/history_modes.py --out DIR --table-only
+    python benchmarks/history_modes.py --out DIR --table-only [--max-steps 5]
 
 For each history mode, one live pytest run of the eval koans with `--max-steps=5`,
 greedy, writes DIR/episodes-MODE.jsonl. The prompts do not depend on max-steps, so the
 first k steps of a 5-step run are exactly the k-step run: one run per mode gives the
-figures for max-steps 1, 3 and 5.
+figures for max-steps 1, 3 and 5. A run with `--max-steps 3` first gives the figures
+for 1 and 3 sooner; a later run with 5 replays those steps from the cache.
 
 All modes share one completion cache (DIR/cache, first filled from `--seed-cache`, such
 as a recorded reference run): step 1 never carries history, so its answers are the same
@@ -38,11 +39,11 @@ sys.path.insert(0, str(REPO / "tests"))
 STEPS = (1, 3, 5)
 
 
-def record(mode: str, model: str, strategy: str, out: Path) -> None:
+def record(mode: str, model: str, strategy: str, out: Path, max_steps: int) -> None:
     episodes = out / f"episodes-{mode}.jsonl"
     episodes.unlink(missing_ok=True)
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--model={model}",
-               f"--strategy={strategy}", f"--max-steps={max(STEPS)}", f"--sleepy-history={mode}",
+               f"--strategy={strategy}", f"--max-steps={max_steps}", f"--sleepy-history={mode}",
                f"--sleepy-cache-dir={out / 'cache'}", f"--sleepy-episodes={episodes}",
                f"--sleepy-json={out / f'run-{mode}.json'}", "--sleepy-matrix=off"]
     finished = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
@@ -55,14 +56,14 @@ def step_cost(episode: dict) -> float:
     return episode["recorded_seconds"] if episode["cached"] else episode["model_seconds"]
 
 
-def table_rows(out: Path, modes: list[str]) -> list[list]:
+def table_rows(out: Path, modes: list[str], max_steps: int) -> list[list]:
     rows, reference = [], {}
     for mode in modes:
         by_koan: dict[str, list[dict]] = defaultdict(list)
         for line in (out / f"episodes-{mode}.jsonl").read_text().splitlines():
             episode = json.loads(line)
             by_koan[episode["koan"]].append(episode)
-        for steps in STEPS:
+        for steps in (k for k in STEPS if k <= max_steps):
             solved = seconds = tokens_in = tokens_out = 0
             for attempts in by_koan.values():
                 used = [a for a in sorted(attempts, key=lambda a: a["step"]) if a["step"] <= steps]
@@ -84,6 +85,7 @@ def main() -> None:
     parser.add_argument("--model", help="model spec (default: llamacpp: on the Qwen2.5-Coder 1.5B GGUF)")
     parser.add_argument("--seed-cache", type=Path, help="completion cache to start from (copied, never written)")
     parser.add_argument("--strategy", default="baseline")
+    parser.add_argument("--max-steps", type=int, default=max(STEPS), choices=STEPS, help="steps of each run")
     parser.add_argument("--modes", default="none,last,full", help="comma-separated history modes, in table order")
     parser.add_argument("--table-only", action="store_true", help="print the table from DIR's episodes, run nothing")
     args = parser.parse_args()
@@ -98,8 +100,8 @@ def main() -> None:
         if args.seed_cache and not (args.out / "cache").exists():
             shutil.copytree(args.seed_cache, args.out / "cache", ignore=shutil.ignore_patterns("verdicts"))
         for mode in modes:
-            record(mode, model, args.strategy, args.out)
-    print(tabulate(table_rows(args.out, modes),
+            record(mode, model, args.strategy, args.out, args.max_steps)
+    print(tabulate(table_rows(args.out, modes, args.max_steps),
                    headers=["history", "max-steps", "solved", "model s", "tokens in+out", "solved/model-min",
                             f"ratio to {modes[0]}"]))
 

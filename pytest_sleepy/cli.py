@@ -4,7 +4,7 @@
     sleepy koans freeze NAME [--description TEXT]
     sleepy koans show ID
     sleepy koans check ID FILE [--json]
-    sleepy koans validate [PATH ...] [-j N]
+    sleepy koans validate [PATH ...] [-j N] [--mutants [--record]]
     sleepy koans import --format seed-json FILE --out DIR [--split eval|train]
     sleepy koans import --format rustlings DIR --out DIR [--split eval|train]
     sleepy strategies [--strategies DIR]
@@ -57,6 +57,7 @@ from tabulate import tabulate
 
 from .comparison import suite_mismatch
 from .corpus.importers import import_rustlings, import_seed_json
+from .corpus.proofs import PROOFS_FILE, ProofLedger, rustc_release
 from .corpus.suites import SUITES_FILE, frozen_table, load_suites, select_suite
 from .koans import CorpusError, Koan, KoanFileError, load_corpus, load_families, load_koan
 from .verify.sandbox import Sandbox, SandboxUnavailable, Toolchain, ToolchainMissing
@@ -147,6 +148,9 @@ def _parser() -> argparse.ArgumentParser:
                           help="koans (and each koan's mutants) checked at once")
     validate.add_argument("--mutants", action="store_true",
                           help="also score the hidden tests on mutants of each fix (eval koans need 90%%)")
+    validate.add_argument("--record", action="store_true",
+                          help="keep the proofs of the koans that are ok in the corpus's proofs.json, so the "
+                               "test suite proves again only what changed (needs --mutants)")
     validate.set_defaults(run=_validate)
 
     importer = koan_commands.add_parser("import", parents=[common], help="import koans from another format")
@@ -528,6 +532,8 @@ def _validate(args) -> int:
                 koans.append(load_koan(path, families))
     else:
         koans = load_corpus(args.koans)
+    if args.record and not args.mutants:
+        raise UsageError("--record keeps full proofs only: add --mutants")
     verifier = _verifier(args)
     checks = check_corpus(koans, verifier, jobs=args.jobs, mutants=args.mutants)
     print(tabulate([_check_row(c, args.mutants) for c in checks],
@@ -540,6 +546,14 @@ def _validate(args) -> int:
         print(f"\n{check.koan.id} ({check.koan.path}):")
         for problem in check.problems:
             print(f"  - {problem}")
+    if args.record:
+        rustc = rustc_release(verifier.toolchain.version)
+        ledger = ProofLedger.read(args.koans / PROOFS_FILE, rustc)
+        ledger.record(checks, rustc)
+        if not args.paths:
+            ledger.keep_only({k.id for k in koans})
+        ledger.write()
+        print(f"recorded {len(checks) - len(bad)} proof(s) in {ledger.path} ({len(ledger.proofs)} in all)")
     splits = Counter(k.split for k in koans)
     patterns = len({k.pattern for k in koans})
     print(f"\n{len(koans)} koans ({', '.join(f'{n} {s}' for s, n in sorted(splits.items()))}; {patterns} patterns): "

@@ -157,3 +157,9 @@ def test_an_eval_koan_needs_two_alternatives_and_two_decoys(verifier, kind):
 def test_a_destructuring_let_is_no_call_to_swap():
     code = "pub fn f(p: (u8, u8)) -> u8 {\n    let (a, b) = p;\n    if (a > b) { a } else { b }\n}\n"
     assert not [m for m in mutants(code) if m.operator == "swap_args"]
+
+
+def test_a_function_whose_signature_closes_two_generics_at_once_is_mutated():
+    code = "fn names(rows: Vec<Vec<u8>>) -> Option<Vec<String>> {\n    if rows.len() > 2 { None } else { Some(Vec::new()) }\n}\n"
+    found = [m.id for m in mutants(code)]
+    assert any(i.startswith("relational:") for i in found) and any(i.startswith("todo_body:") for i in found), found

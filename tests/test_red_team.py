@@ -41,6 +41,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO_ROOT, make_koan
+from pytest_sleepy.corpus.suites import select_suite
 from pytest_sleepy.koans import Koan, load_corpus
 from pytest_sleepy.verify import verifier as verifier_module
 from pytest_sleepy.verify.harness import hidden_test_names
@@ -50,7 +51,9 @@ from pytest_sleepy.verify.verifier import MAX_CANDIDATE_BYTES, Verdict, Verifier
 
 CORPUS = load_corpus(REPO_ROOT / "koans")
 KOANS = {koan.id: koan for koan in CORPUS}
-EVAL = [koan for koan in CORPUS if koan.split == "eval"]
+# The generic forgeries run against every koan of the first frozen suite: thirty
+# programs of three families, enough to show the defence does not depend on the koan.
+EVAL = select_suite(REPO_ROOT / "koans", CORPUS, "eval-v1").members(CORPUS)
 MiB = 1024 * 1024
 
 

@@ -58,6 +58,9 @@ REJECTED = {
     "a repetition as an item name": ("macro_rules! def { ($($t:tt)*) => { struct $($t)*; }; }", "into an item name"),
     "process carried by a macro call": ("macro_rules! m { ($($t:tt)*) => { }; }\nm!(process :: std);", "`process` inside a macro"),
     "path in cfg_attr": ('#[cfg_attr(all(), path = "/etc/passwd")]\nmod m;', "#[path"),
+    "a module-level Err after an impl": ("struct W;\nimpl W { fn f(&self) {} }\ntype Err = W;", "`Err`"),
+    "a struct named Ok in a function returning impl Trait": (
+        "fn f() -> impl Iterator<Item = u8> { struct Ok; vec![1].into_iter() }", "`Ok`"),
     "a new trait on a std type": ("trait Sneaky { fn is_empty(self) -> bool; }\n"
                                   "impl Sneaky for Vec<usize> { fn is_empty(self) -> bool { true } }", "`Sneaky` for `Vec`"),
     "a blanket impl of a new trait": ("trait Sneaky {}\nimpl<T> Sneaky for T {}", "`Sneaky` for `T`"),
@@ -101,12 +104,47 @@ ACCEPTED = {
                                                 "impl Describe for Dog { fn d(&self) -> u8 { 1 } }\n"
                                                 "impl<'a> Describe for &'a Dog { fn d(&self) -> u8 { 2 } }",
     "impl Trait in return position": "fn f() -> impl Iterator<Item = u8> { vec![1].into_iter() }",
+    "an associated type named Err": "pub struct Port(u16);\npub struct Bad;\nimpl std::str::FromStr for Port {\n"
+                                    "    type Err = Bad;\n    fn from_str(s: &str) -> Result<Self, Bad> { s.parse().map(Port).map_err(|_| Bad) }\n}",
+    "an associated type in a generic impl": "struct W<T>(T);\nimpl<T: Clone> Iterator for W<T> where T: Copy {\n"
+                                            "    type Item = T;\n    fn next(&mut self) -> Option<T> { None }\n}",
+    "an associated type in a trait": "pub trait Parse { type Err; fn parse(s: &str) -> Option<Self::Err>; }",
 }
 
 
 @pytest.mark.parametrize("code", ACCEPTED.values(), ids=ACCEPTED.keys())
 def test_legitimate_code_is_not_called_tampering(code):
     assert find_tampering(code) is None
+
+
+# Rule 9 with the koan known: the koan declares `trait Sink` with a generic method, and
+# its hidden tests call `.flush_all()` (a koan method) and `.is_empty()` (a std one).
+SINK_KOAN = ("pub trait Sink { fn put(&mut self, line: &str); fn flush_all<I: IntoIterator<Item = String>>(&mut self, i: I); }",)
+SINK_TESTS = "#[test]\nfn t() { let mut s = Mem::default(); s.flush_all(vec![]); assert!(s.lines.is_empty()); }"
+EXTENSION_TRAIT = ("pub trait Sink { fn put(&mut self, line: &str); }\n"
+                   "pub trait SinkExt: Sink {\n"
+                   "    fn flush_all<I: IntoIterator<Item = String>>(&mut self, lines: I) { for l in lines { self.put(&l) } }\n"
+                   "}\n"
+                   "impl<S: Sink + ?Sized> SinkExt for S {}\n")
+
+
+def test_a_blanket_extension_trait_whose_methods_the_tests_call_as_koan_api_is_accepted():
+    assert find_tampering(EXTENSION_TRAIT, SINK_KOAN, SINK_TESTS) is None
+
+
+def test_a_blanket_trait_with_a_method_the_tests_call_on_std_values_is_refused():
+    capturing = EXTENSION_TRAIT + "pub trait Quiet { fn is_empty(self) -> bool; }\nimpl<T> Quiet for T { fn is_empty(self) -> bool { true } }"
+    reason = find_tampering(capturing, SINK_KOAN, SINK_TESTS)
+    assert reason is not None and "`Quiet` for `T`" in reason
+
+
+def test_a_renamed_trait_on_a_std_type_is_refused_whatever_its_methods():
+    renamed = "mod m { pub trait Helper { fn shout(&self) -> u8 { 1 } } impl Helper for Vec<u8> {} }\npub use m::Helper as H;\nimpl H for String {}"
+    assert find_tampering(renamed, SINK_KOAN, SINK_TESTS) is not None
+
+
+def test_without_the_hidden_tests_every_method_counts():
+    assert find_tampering(EXTENSION_TRAIT, SINK_KOAN) is not None
 
 
 def test_a_deeply_nested_use_tree_is_flattened_without_recursion():

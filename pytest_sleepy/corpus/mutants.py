@@ -117,8 +117,9 @@ def function_bodies(code: str, tokens: list[Token] | None = None) -> list[tuple[
             text = tokens[j].text
             if text in ("(", "[", "<"):
                 depth += 1
-            elif text in (")", "]", ">") and depth > 0:
-                depth -= 1
+            elif text in (")", "]", ">", ">>") and depth > 0:
+                # `Option<Vec<String>>` closes two angle brackets with one token.
+                depth = max(0, depth - (2 if text == ">>" else 1))
             elif text == ";" and depth == 0:
                 j = -1
                 break

@@ -23,8 +23,9 @@ A candidate is rejected, with the reason "tampering: ...", when it
    and `core`, standard macros such as `assert_eq`), or imports a non-standard item
    under such a name. Its own functions would then return a look-alike whose
    `PartialEq` can lie. A `type` alias of a standard item (`type Result<T> =
-   std::result::Result<T, MyError>;`) and a standard item imported under its own
-   name are accepted: they cannot lie;
+   std::result::Result<T, MyError>;`), a standard item imported under its own name
+   and an associated type (`type Err = ParseError;` in `impl FromStr`) are accepted:
+   they cannot lie, and an associated type names nothing in the module;
 7. uses `cfg(test)` anywhere but on a module, in `cfg_attr`, or in the `cfg!` macro:
    code that behaves differently under test is hard-coding the answers;
 8. splices a macro metavariable (or a repetition) into a path, a macro name, an
@@ -33,9 +34,17 @@ A candidate is rejected, with the reason "tampering: ...", when it
    `option_env` or `asm` inside a macro definition or a call of a non-standard macro:
    either would let a macro assemble any of the above from innocent token trees;
 9. implements a trait of its own (one the koan's programs do not declare) for a type
-   it did not define (`impl Sneaky for Vec<usize>`, `impl<T> Sneaky for T`): with
-   `use super::*`, a by-value `fn is_empty(self)` of that trait would be chosen over
-   `Vec::is_empty(&self)` in the hidden tests.
+   it did not define (`impl Sneaky for Vec<usize>`, `impl<T> Sneaky for T`), when that
+   trait has a method the hidden tests call by name with method syntax (`.is_empty()`)
+   and the koan's programs do not declare: with `use super::*`, a by-value
+   `fn is_empty(self)` of that trait would be chosen over `Vec::is_empty(&self)` in the
+   hidden tests. An extension trait whose methods the tests never call that way, or
+   call as the koan's own API (the blanket `impl<S: Sink + ?Sized> SinkExt for S` that
+   moves a generic method out of a dyn-compatible trait), is ordinary Rust and is
+   accepted. Where the trait's methods cannot be read (a renamed import, a macro
+   splice), or the hidden tests are not known, any such impl is refused. Residual: a
+   koan that declares a method named like a standard one and whose tests call that name
+   on a standard value; koan authors avoid that (koans/README.md).
 
 Each rule is a single pass over the tokens (brackets are matched once, up front), so
 the check is linear in the candidate's size.
@@ -60,12 +69,14 @@ _TYPE_KEYWORDS = {"struct", "enum", "union", "trait", "type", "mod"}
 _ITEM_KEYWORDS = _TYPE_KEYWORDS | {"fn", "const", "static"}
 
 
-def find_tampering(code: str | list[Token], koan_programs: tuple[str, ...] = ()) -> str | None:
+def find_tampering(code: str | list[Token], koan_programs: tuple[str, ...] = (),
+                   hidden_tests: str | None = None) -> str | None:
     """Return "tampering: <reason>" for the first rule the candidate breaks, else None.
 
-    `koan_programs` (the koan's buggy and fixed code) say which traits are the koan's
-    own (rule 9). Code the lexer cannot read is not judged here (it returns None); the
-    verifier refuses such code before compiling it.
+    `koan_programs` (the koan's buggy and fixed code) say which traits and methods are
+    the koan's own, and `hidden_tests` which methods the tests call (rule 9; without
+    them rule 9 assumes the tests call every method). Code the lexer cannot read is not
+    judged here (it returns None); the verifier refuses such code before compiling it.
     """
     if isinstance(code, str):
         try:
@@ -75,6 +86,7 @@ def find_tampering(code: str | list[Token], koan_programs: tuple[str, ...] = ())
     tokens = normalised_tokens(code)
     pairs = bracket_pairs(tokens)
     koan_traits = _traits_declared(tuple(koan_programs))
+    capturable = None if hidden_tests is None else _capturable_methods(hidden_tests, tuple(koan_programs))
     for check in (
         _names_hidden_module,
         _reads_at_compile_time,
@@ -85,7 +97,7 @@ def find_tampering(code: str | list[Token], koan_programs: tuple[str, ...] = ())
         _cfg_test_outside_module,
         _splices_metavariables,
         _forbidden_names_in_macros,
-        lambda tokens, pairs: _new_traits_on_foreign_types(tokens, koan_traits),
+        lambda tokens, pairs: _new_traits_on_foreign_types(tokens, pairs, koan_traits, capturable),
     ):
         reason = check(tokens, pairs)
         if reason is not None:
@@ -187,7 +199,30 @@ def _unsafe_or_foreign_code(tokens, pairs):
     return None
 
 
+_ITEM_HEADS = {"fn", "impl", "trait", "struct", "enum", "union", "mod", "type", "const", "static", "macro_rules"}
+
+
+def _in_impl_or_trait_body(tokens: list[Token]) -> list[bool]:
+    """For each token: is the innermost block around it the body of an `impl` or a
+    `trait`? There `type Err = ...;` is an associated type (`Self::Err`), which names
+    nothing in the module's scope."""
+    inside, stack, head_start = [], [], 0
+    for i, t in enumerate(tokens):
+        inside.append(bool(stack) and stack[-1])
+        if t.text == "{":
+            # The block's owner: the first item keyword of the header before it (`fn f()
+            # -> impl Iterator {` is a function, `impl<T> FromStr for W<T> {` an impl).
+            first = next((tokens[k].text for k in range(head_start, i) if tokens[k].text in _ITEM_HEADS), None)
+            stack.append(first in ("impl", "trait"))
+        elif t.text == "}" and stack:
+            stack.pop()
+        if t.text in ("{", "}", ";"):
+            head_start = i + 1
+    return inside
+
+
 def _shadows_std_names(tokens, pairs):
+    associated = _in_impl_or_trait_body(tokens)
     i = 0
     while i < len(tokens):
         t = tokens[i]
@@ -195,7 +230,8 @@ def _shadows_std_names(tokens, pairs):
             name = tokens[i + 2].text
             if name in STD_MACROS:
                 return f"line {t.line}: defines a macro named `{name}`, shadowing the standard one"
-        if t.text in _TYPE_KEYWORDS and i + 1 < len(tokens) and tokens[i + 1].kind == "ident":
+        if t.text in _TYPE_KEYWORDS and i + 1 < len(tokens) and tokens[i + 1].kind == "ident" and not (
+                t.text == "type" and associated[i]):
             name = tokens[i + 1].text
             if name in _PROTECTED_TYPES:
                 aliases_std, after = _aliases_a_std_item(tokens, i + 2) if t.text == "type" else (False, i)
@@ -339,14 +375,63 @@ def _traits_declared(programs: tuple[str, ...]) -> frozenset[str]:
     return frozenset(names)
 
 
+@functools.lru_cache(maxsize=512)
+def _capturable_methods(hidden_tests: str, programs: tuple[str, ...]) -> frozenset[str]:
+    """Names the hidden tests call with method syntax (`.name(`, `.name::<`) that the
+    koan's programs do not declare: calls a trait method could capture on a std type."""
+    try:
+        tokens = tokenize(hidden_tests)
+    except LexError:
+        return frozenset({"*"})  # unreadable tests: every method counts
+    called = {tokens[i + 1].text for i in range(len(tokens) - 2)
+              if tokens[i].text == "." and tokens[i + 1].kind == "ident" and tokens[i + 2].text in ("(", "::")}
+    declared = set()
+    for program in programs:
+        try:
+            found = tokenize(program)
+        except LexError:
+            continue
+        declared.update(found[i + 1].text for i in range(len(found) - 1) if found[i].text == "fn")
+    return frozenset(called - declared)
+
+
+def _trait_methods(tokens: list[Token], pairs: list[int]) -> dict[str, set[str]]:
+    """Each trait the candidate declares, with the methods its body declares."""
+    methods: dict[str, set[str]] = {}
+    for i in range(len(tokens) - 1):
+        if tokens[i].text != "trait" or tokens[i + 1].kind != "ident":
+            continue
+        k = i + 2
+        while k < len(tokens) and tokens[k].text not in ("{", ";"):
+            k += 1
+        names = methods.setdefault(tokens[i + 1].text, set())
+        if k < len(tokens) and tokens[k].text == "{" and pairs[k] > k:
+            j = k + 1
+            while j < pairs[k]:
+                if tokens[j].text == "fn" and j + 1 < len(tokens) and tokens[j + 1].kind == "ident":
+                    names.add(tokens[j + 1].text)
+                j = pairs[j] + 1 if pairs[j] > j else j + 1
+    return methods
+
+
 _SELF_TYPE_PREFIXES = {"&", "&&", "mut", "dyn", "const"}
 
 
-def _new_traits_on_foreign_types(tokens: list[Token], koan_traits: frozenset[str]) -> str | None:
+def _new_traits_on_foreign_types(tokens: list[Token], pairs: list[int], koan_traits: frozenset[str],
+                                 capturable: frozenset[str] | None) -> str | None:
     own_types = {tokens[i + 1].text for i, t in enumerate(tokens[:-1])
                  if t.text in ("struct", "enum", "union", "type") and tokens[i + 1].kind == "ident"}
     new_traits = {tokens[i + 1].text for i, t in enumerate(tokens[:-1])
                   if t.text in ("trait", "as") and tokens[i + 1].kind == "ident"} - koan_traits
+    declared = _trait_methods(tokens, pairs)
+    renamed = {tokens[i + 1].text for i, t in enumerate(tokens[:-1]) if t.text == "as" and tokens[i + 1].kind == "ident"}
+
+    def harmless(trait: str) -> bool:
+        # Only a trait whose every method is known, and none of which the tests call
+        # on values that might be standard, cannot capture a call.
+        if capturable is None or "*" in capturable or trait in renamed or trait not in declared:
+            return False
+        return not (declared[trait] & capturable)
     i = 0
     while i < len(tokens):
         if tokens[i].text != "impl":
@@ -370,7 +455,8 @@ def _new_traits_on_foreign_types(tokens: list[Token], koan_traits: frozenset[str
         while head < len(tokens) and (tokens[head].text in _SELF_TYPE_PREFIXES or tokens[head].kind == "lifetime"):
             head += 1
         target = tokens[head].text if head < len(tokens) else ""
-        if head >= len(tokens) or tokens[head].kind != "ident" or target not in own_types:
+        if (head >= len(tokens) or tokens[head].kind != "ident" or target not in own_types) and not (
+                not spliced and harmless(trait)):
             return (f"line {tokens[i].line}: implements the candidate's own trait `{trait}` for `{target}`, a type it "
                     "did not define; such a trait's methods can capture the hidden tests' calls on standard types "
                     "(implement it for your own types only)")

@@ -55,7 +55,7 @@ __all__ = [
 
 # Bump whenever a change here, in harness.py or in tamper.py could change a verdict: it
 # invalidates every cached verdict.
-VERSION = "4"
+VERSION = "5"
 # Larger candidates are refused before any work is done (a koan is 20-120 lines).
 MAX_CANDIDATE_BYTES = 256 * 1024
 TEST_BINARY = "candidate_tests"
@@ -127,7 +127,7 @@ class Verifier:
         except LexError as error:
             return Verdict(passed=False, compiled=False, tests_total=len(tests),
                            reason=f"does not compile: {error}")
-        tampering = find_tampering(tokens, (koan.buggy, koan.fixed))
+        tampering = find_tampering(tokens, (koan.buggy, koan.fixed), koan.tests)
         if tampering:
             return Verdict(passed=False, compiled=False, reason=tampering, tampering=tampering, tests_total=len(tests))
         return None

@@ -65,7 +65,13 @@ RULES = (
     HintRule("E0277", "`?` converts errors with `From`. Implement `From<SourceError>` for the function's error "
              "type when the source error is all the new error needs; when it must carry context (the input "
              "that failed, as the error type's docs say), convert explicitly with `.map_err(|e| ...)`.",
-             _says(r"`\?` couldn't convert the error")),
+             _says(r"`\?` couldn't convert the error to")),
+    HintRule("E0277", "`Box<dyn Error>` takes any error type that implements `std::error::Error`: implement "
+             "`std::fmt::Display` (the message the type's docs describe) and `std::error::Error` for it.",
+             _says(r"`\?` couldn't convert the error: .*std::error::Error` is not satisfied")),
+    HintRule("E0277", "A trait object (`dyn Trait`) has no size known at compile time: hold it behind a pointer, "
+             "`Box<dyn Trait>` to own it or `&dyn Trait` to borrow it, in fields, collections and returns.",
+             _says(r"cannot be known at compilation time")),
     HintRule("E0277", "`?` only works in a function that returns `Result` or `Option` of the matching kind. "
              "Change the return type, convert an `Option` with `.ok_or(...)`, or handle the case with `match`.",
              _says(r"the `\?` operator can only be used")),

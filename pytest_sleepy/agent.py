@@ -140,7 +140,13 @@ def repair(
         if attempt.code is None:
             said = " ".join(completion.text.split())
             said = said if len(said) <= 80 else said[:77] + "..."
-            result.reason = f"no code in the answer after {_steps(step)} (it said: {said!r})"
+            if code is koan.buggy:
+                result.reason = f"no code in the answer after {_steps(step)} (it said: {said!r})"
+            else:
+                # An earlier answer changed the program: say where that left it, not only
+                # that the last answer held no code.
+                result.reason = (f"{_still(verdict)} after {_steps(step)}; the answer at step {step} held no code "
+                                 f"(it said: {said!r})")
             note = "Your last answer held no Rust code block, so the program is still the one above."
             _notify(on_attempt, attempt)
             continue

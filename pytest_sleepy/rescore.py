@@ -214,10 +214,19 @@ def _rescore(outcome: Outcome, koan: Koan, records: list[dict], verifier: Verifi
         last_verdict, last_step = verdict, episode["step"]
     outcome.status = FAILED
     outcome.verify_seconds = round(seconds, 4)
-    # The agent's reason describes its last attempt: a verdict only when that attempt
-    # held code; "no code in the answer" and model errors do not depend on the verifier.
+    # The agent's reason describes its last attempt: a verdict when that attempt held
+    # code; "no code in the answer" and model errors do not depend on the verifier,
+    # except where the reason also says where an earlier answer left the program.
     if last_verdict is not None and records[-1]["code"] is not None:
         outcome.reason = f"{_still(last_verdict)} after {_steps(last_step)}"
+    elif last_verdict is not None and NO_CODE_AFTER_A_CHANGE in outcome.reason:
+        tail = outcome.reason[outcome.reason.index(NO_CODE_AFTER_A_CHANGE):]
+        outcome.reason = f"{_still(last_verdict)} after {_steps(records[-1]['step'])}{tail}"
+
+
+# How the agent's reason goes on when the last answer held no code but an earlier one
+# changed the program (agent.repair).
+NO_CODE_AFTER_A_CHANGE = "; the answer at step "
 
 
 def _label(outcome: Outcome) -> str:

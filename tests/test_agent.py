@@ -161,6 +161,14 @@ def test_only_answers_without_code_fail_with_that_reason_and_a_quote(shop_koan, 
     assert result.reason == "no code in the answer after 2 steps (it said: 'No idea.')"
 
 
+def test_an_answer_without_code_after_a_changed_program_names_where_the_program_stands(shop_koan, verifier):
+    wrong = FIXED_SHOP.replace("if empty { 0 } else { sum }", "if empty { 1 } else { sum }")
+    result = repair(shop_koan, Plain(), ScriptedModel([fenced(wrong), "Nothing more to suggest."]), verifier,
+                    max_steps=2)
+    assert result.reason == ("hidden tests failed: 1 of 2 (empty_basket_costs_nothing) after 2 steps; the answer at "
+                             "step 2 held no code (it said: 'Nothing more to suggest.')")
+
+
 def test_a_model_error_becomes_the_koans_failure_reason(shop_koan, verifier):
     seen = []
     model = ScriptedModel([ModelError("ollama: 500 after 4 attempts")])

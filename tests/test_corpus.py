@@ -78,7 +78,7 @@ def test_koan_is_proven(koan, corpus_verifier):
 # show. The `?`-conversion advice offers `From` or `map_err` by what the error must
 # carry, so either one satisfies it.
 HINT_ROUTES = {
-    "Return the owned value": [r"->\s*(?:Option<|Vec<|Result<)?String\b"],
+    "Return the owned value": [r"->[^{;]*\bString\b"],  # any return type holding an owned String
     "Implement `From<SourceError>`": [r"impl(?:<[^>]*>)?\s+From<|\.map_err\("],
 }
 

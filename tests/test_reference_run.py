@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO_ROOT
-from pytest_sleepy.results import read_run_file
+from pytest_sleepy.results import RunSummary, read_run_file
 
 REFERENCE = REPO_ROOT / "results" / "qwen2.5-coder-1.5b-instruct-q4_k_m"
 RUNS = sorted(REFERENCE.glob("run-*.json"))
@@ -31,7 +31,8 @@ def replay(run_file: Path, tmp_path: Path, *extra: str) -> tuple[subprocess.Comp
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                f"--model={recorded.provenance['model']['spec']}", f"--strategy={','.join(options['strategy'])}",
                f"--max-steps={options['max-steps']}", f"--sleepy-max-tokens={options['max-tokens']}",
-               f"--sleepy-history={options.get('history', 'last')}", "--sleepy-cache=read",
+               f"--sleepy-history={options.get('history', 'last')}", f"--sleepy-temperature={options['temperature']}",
+               f"--sleepy-seed={options['seed']}", "--sleepy-cache=read",
                f"--sleepy-cache-dir={REFERENCE / 'cache'}", f"--sleepy-json={out}", *extra]
     return subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True), out
 
@@ -45,12 +46,29 @@ def test_the_reference_run_replays_to_the_same_outcome_for_every_koan(run_file, 
     assert len(recorded) == 30 and replayed == recorded
 
 
+def setup_of(run_file: Path) -> str:
+    """How the README names a run's setup: greedy, or the sampling it used."""
+    options = read_run_file(run_file).provenance["options"]
+    steps = f"{options['max-steps']} steps"
+    return f"{steps}, greedy" if options["temperature"] == 0 else f"{steps}, T={options['temperature']:g}, seed {options['seed']}"
+
+
 @pytest.mark.parametrize("run_file", RUNS, ids=[p.stem for p in RUNS])
 def test_the_readme_states_the_reference_runs_pass_rate(run_file):
-    summary = json.loads(run_file.read_text())["aggregates"]["strategies"][0]
-    row = f"| Qwen2.5-Coder-1.5B-Instruct Q4_K_M, llamacpp | {summary['strategy']} | {round(summary['solved'])}/{summary['koans']}"
     readme = (REPO_ROOT / "README.md").read_text()
-    assert row in readme
-    rate = f"{100 * summary['rate']:.1f}%"
-    interval = f"{100 * summary['low']:.1f}–{100 * summary['high']:.1f}%"
-    assert re.search(re.escape(row) + r"[^\n]*" + re.escape(rate) + r"[^\n]*" + re.escape(interval), readme)
+    for summary in json.loads(run_file.read_text())["aggregates"]["strategies"]:
+        row = (f"| Qwen2.5-Coder-1.5B-Instruct Q4_K_M, llamacpp | {summary['strategy']} | {setup_of(run_file)} | "
+               f"{round(summary['solved'])}/{summary['koans']}")
+        assert row in readme
+        rate = f"{100 * summary['rate']:.1f}%"
+        interval = f"{100 * summary['low']:.1f}–{100 * summary['high']:.1f}%"
+        assert re.search(re.escape(row) + r"[^\n]*" + re.escape(rate) + r"[^\n]*" + re.escape(interval), readme)
+
+
+def test_the_readme_states_the_paired_comparison_of_hints_and_baseline():
+    outcomes = [o for name in ("baseline", "hints") for o in read_run_file(REFERENCE / f"run-{name}.json").outcomes]
+    [comparison] = RunSummary.from_outcomes(outcomes, ["baseline", "hints"]).comparisons
+    verdict = "significant" if comparison.significant else "not significant"
+    row = (f"| hints vs baseline | {len(comparison.gains)} | {len(comparison.losses)} | {comparison.p_value:.3f} | "
+           f"{100 * comparison.detectable:.1f} points | {verdict}")
+    assert row in (REPO_ROOT / "README.md").read_text()

@@ -153,6 +153,17 @@ def test_a_last_attempt_without_code_keeps_the_recorded_reason(verifier):
     assert (result.run.outcomes[0].status, result.run.outcomes[0].reason) == ("failed", reason)
 
 
+def test_a_last_attempt_without_code_after_a_changed_program_gets_that_programs_new_verdict(verifier):
+    recorded = "still E0999 after 2 steps; the answer at step 2 held no code (it said: 'done')"
+    run = run_file(outcome("failed", recorded, steps=2))
+
+    result = rescore_run(run, [episode(1, WRONG_SHOP), episode(2, None)], koans(), verifier)
+
+    reason = result.run.outcomes[0].reason
+    assert reason.startswith("hidden tests failed: ") and reason.endswith(
+        " after 2 steps; the answer at step 2 held no code (it said: 'done')")
+
+
 def test_failed_outcomes_keep_the_number_of_model_calls_made(verifier):
     run = run_file(outcome("failed", "model error at step 3: boom", steps=3))
     episodes = [episode(1, BUGGY_SHOP), episode(2, WRONG_SHOP), episode(3, None)]

@@ -46,12 +46,21 @@ def test_a_recorded_proof_is_current_for_the_same_file_verifier_and_rustc(proven
     assert proof == Proof.of(check) and proof.viable > 0 and proof.killed == proof.viable
 
 
-def test_an_edited_koan_file_has_no_current_proof(proven, tmp_path):
+def test_an_edited_koan_has_no_current_proof(proven, tmp_path):
     corpus, check = proven
     ledger = recorded(corpus, check)
     edited = tmp_path / "tb_008.toml"
-    edited.write_text(check.koan.path.read_text() + "\n# a comment\n")
-    assert ledger.current(dataclasses.replace(check.koan, path=edited), RUSTC) is None
+    edited.write_text(check.koan.path.read_text().replace("#[test]", "#[test]\n", 1))
+    assert ledger.current(load_koan(edited), RUSTC) is None
+
+
+def test_a_comment_or_a_move_keeps_the_proof(proven, tmp_path):
+    corpus, check = proven
+    ledger = recorded(corpus, check)
+    moved = tmp_path / "elsewhere" / "tb_008.toml"
+    moved.parent.mkdir()
+    moved.write_text("# reviewed\n" + check.koan.path.read_text())
+    assert ledger.current(load_koan(moved), RUSTC) == Proof.of(check)
 
 
 def test_another_rustc_or_verifier_version_voids_every_proof(proven):

@@ -12,16 +12,17 @@ File format::
     {"format": "pytest-sleepy/proofs", "version": 1,
      "verifier": "5",                 # verify.verifier.VERSION the proofs were made with
      "rustc": "rustc 1.95.0 (...)",   # first line of `rustc -vV`
-     "koans": {"bc_001": {"file": "<sha256 of the koan file>", "split": "eval",
+     "koans": {"bc_001": {"file": "<sha256 of the koan's content>", "split": "eval",
                           "alternatives": 2, "decoys": 2, "killed": 14, "viable": 14}}}
 
-An entry is current when the koan file's bytes, the verifier version and the rustc
-release all match. Only koans that validated ok (mutants included) are recorded.
+An entry is current when the koan's content (every field the proof reads, as loaded),
+the verifier version and the rustc release all match. Only koans that validated ok (mutants included) are recorded.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +39,7 @@ FORMAT = "pytest-sleepy/proofs"
 
 @dataclass(frozen=True)
 class Proof:
-    file: str  # sha256 of the koan file's bytes
+    file: str  # sha256 of the koan's content (content_digest)
     split: str
     alternatives: int
     decoys: int
@@ -48,7 +49,7 @@ class Proof:
     @classmethod
     def of(cls, check: KoanCheck) -> "Proof":
         score = check.mutation
-        return cls(file=file_digest(check.koan), split=check.koan.split, alternatives=check.alternatives_passed,
+        return cls(file=content_digest(check.koan), split=check.koan.split, alternatives=check.alternatives_passed,
                    decoys=check.decoys_failed, killed=score.killed if score else 0,
                    viable=score.viable if score else 0)
 
@@ -58,8 +59,14 @@ def rustc_release(version: str) -> str:
     return version.splitlines()[0] if version else ""
 
 
-def file_digest(koan: Koan) -> str:
-    return hashlib.sha256(Path(koan.path).read_bytes()).hexdigest()
+def content_digest(koan: Koan) -> str:
+    """Everything a proof depends on, taken from the koan as it was loaded (so a file
+    edited while validation runs cannot lend its proof to the new text)."""
+    material = [koan.id, koan.split, koan.edition, list(koan.expect), koan.buggy, koan.fixed, koan.tests,
+                [[p.why, p.code] for p in koan.alternatives], [[p.why, p.code] for p in koan.decoys],
+                sorted(koan.equivalent_mutants.items()), sorted((k, os.path.relpath(v, koan.path.parent if koan.path else ".")) for k, v in koan.dependencies.items()),
+                koan.flagged]
+    return hashlib.sha256(json.dumps(material).encode("utf-8")).hexdigest()
 
 
 @dataclass
@@ -88,7 +95,7 @@ class ProofLedger:
     def current(self, koan: Koan, rustc: str) -> Proof | None:
         """The koan's proof, if it still holds for this file, verifier and rustc."""
         proof = self.proofs.get(koan.id)
-        if proof is None or self.verifier != VERSION or self.rustc != rustc or proof.file != file_digest(koan):
+        if proof is None or self.verifier != VERSION or self.rustc != rustc or proof.file != content_digest(koan):
             return None
         return proof
 

@@ -199,7 +199,8 @@ def _comparison_table(summary: RunSummary, style: _Style) -> str:
 
 POWER_HEADERS = ["detectable (power 0.8)", "power"]
 POWER_NOTE = ("detectable: the smallest net difference the exact McNemar test finds 8 times in 10 with this many "
-              "koans at the observed loss rate; a smaller observed difference is underpowered, and "
+              "koans, in the direction observed, at the rate observed the other way; a smaller observed "
+              "difference is underpowered, and "
               "\"not significant\" then says little")
 
 
@@ -219,7 +220,7 @@ def _baseline_sections(comparison: BaselineComparison, style: _Style) -> list[st
         compared = sum(count[s] for s in _SYMBOL_ORDER if s != NOT_COMPARED)
         rows.append([ref.strategy, ref.baseline_strategy, count[KEPT_PASS], count[KEPT_FAIL], count[GAIN], count[LOSS],
                      count[GAIN_NOT_SIGNIFICANT], count[LOSS_NOT_SIGNIFICANT], count[NOT_COMPARED], f"{p:.3g}", verdict,
-                     *_power_cells(compared, count[GAIN], count[LOSS], power_of(compared, count[LOSS]))])
+                     *_power_cells(compared, count[GAIN], count[LOSS], power_of(compared, count[GAIN], count[LOSS]))])
         changes = [c for c in comparison.changes if c.strategy == ref.strategy]
         if not koan_changes_can_be_significant(changes, comparison.alpha):
             underpowered.append(f"{ref.strategy}: {too_few_samples(changes, comparison.alpha)}, so its gains and "

@@ -142,10 +142,11 @@ class Comparison:
         return is_underpowered(self.koans, len(self.gains), len(self.losses), self.detectable)
 
 
-def power_of(koans: int, losses: int) -> float | None:
-    """The smallest net gain the exact McNemar test finds with power 0.8 over `koans`
-    koans, at the loss rate observed (`losses / koans`)."""
-    return detectable_difference(koans, losses / koans, ALPHA) if koans else None
+def power_of(koans: int, gains: int, losses: int) -> float | None:
+    """The smallest net difference the exact McNemar test finds with power 0.8 over
+    `koans` koans, in the direction observed, holding the other direction's rate as
+    observed: a net loss is measured at the observed gain rate (the test is symmetric)."""
+    return detectable_difference(koans, min(gains, losses) / koans, ALPHA) if koans else None
 
 
 def is_underpowered(koans: int, gains: int, losses: int, detectable: float | None) -> bool:
@@ -196,7 +197,7 @@ class RunSummary:
                 losses = [k for k in shared if other[k] < reference[k]]
                 comparisons.append(Comparison(name, reference_name, gains, losses,
                                               exact_mcnemar(len(gains), len(losses)), len(shared),
-                                              power_of(len(shared), len(losses))))
+                                              power_of(len(shared), len(gains), len(losses))))
         return cls(summaries, dict(sorted(families.items())), comparisons, [o for o in outcomes if o.status == ERROR])
 
     def to_dict(self) -> dict:

@@ -260,7 +260,14 @@ def test_too_few_koans_can_detect_nothing():
 def test_a_comparison_below_the_detectable_difference_is_underpowered():
     from pytest_sleepy.results import Comparison, power_of
 
-    small = Comparison("b", "a", ["k1", "k2"], [], exact_mcnemar(2, 0), koans=30, detectable=power_of(30, 0))
+    small = Comparison("b", "a", ["k1", "k2"], [], exact_mcnemar(2, 0), koans=30, detectable=power_of(30, 2, 0))
     large = Comparison("b", "a", [f"k{i}" for i in range(12)], [], exact_mcnemar(12, 0), koans=30,
-                       detectable=power_of(30, 0))
+                       detectable=power_of(30, 12, 0))
     assert small.underpowered and not large.underpowered
+
+
+def test_a_net_loss_is_measured_at_the_gain_rate_like_a_net_gain_at_the_loss_rate():
+    from pytest_sleepy.results import power_of
+
+    assert power_of(30, 0, 6) == power_of(30, 6, 0) == detectable_difference(30, 0.0)
+    assert power_of(30, 2, 9) == detectable_difference(30, 2 / 30)

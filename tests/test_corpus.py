@@ -1,5 +1,6 @@
 """The shipped corpus: its shape, and the same proof `sleepy koans validate` gives."""
 
+import dataclasses
 import hashlib
 import os
 from collections import Counter
@@ -69,7 +70,11 @@ def test_koan_is_proven(koan, corpus_verifier):
     check = check_koan(koan, corpus_verifier, mutants=True, jobs=2)
     assert check.ok, "\n".join(check.problems)
     recorded = LEDGER.current(koan, RUSTC)
-    assert recorded is None or Proof.of(check) == recorded, f"{koan.id}: the ledger says {recorded}"
+    if recorded is not None:
+        # A mutant whose effect depends on thread timing (concurrency koans) may be
+        # killed one run and not the next: the count of kills may move, nothing else.
+        proof = Proof.of(check)
+        assert dataclasses.replace(proof, killed=recorded.killed) == recorded, f"{koan.id}: the ledger says {recorded}"
 
 
 # The `hints` strategy recommends concrete repairs; each must be one the koan accepts

@@ -4,6 +4,7 @@ verifier, the leakage guard."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -93,7 +94,7 @@ def test_audit_reports_no_leak_for_train_variants_and_the_coverage(capsys, varia
     status, out, _ = run(capsys, "data", "audit", tmp_path / "sft.jsonl", "--koans", KOANS)
     assert status == 0
     assert "over threshold               0" in out
-    assert "use_after_move                                3" in out
+    assert re.search(r"\buse_after_move +3\b", out)
     assert "Uncovered eval patterns" in out
 
 

@@ -173,3 +173,11 @@ def test_the_draft_suite_runs_every_eval_koan_as_it_stands(bench):
 def test_draft_cannot_be_frozen_as_a_name(corpus_dir, capsys):
     assert main(["koans", "freeze", "draft", "--koans", str(corpus_dir)]) == 2
     assert "'draft' means the eval koans in no suite yet" in capsys.readouterr().err
+
+
+def test_an_unversioned_corpus_compares_a_changed_koan_apart_instead_of_refusing(bench):
+    bench.runpytest("--sleepy-json=base.json")
+    edit_buggy(bench.path / "koans", "bc_003")
+    result = bench.runpytest("--sleepy-baseline=base.json")
+    assert result.ret != pytest.ExitCode.USAGE_ERROR
+    result.stdout.fnmatch_lines(["*changed since the baseline: bc_003*"])

@@ -40,6 +40,10 @@ def test_no_train_koan_repeats_an_eval_program():
     assert not [k.id for k in TRAIN if k.buggy.strip() in eval_code or k.fixed.strip() in eval_code]
 
 
+def test_every_eval_koan_has_a_difficulty():
+    assert [k.id for k in EVAL if k.difficulty is None] == []
+
+
 def test_koans_are_multi_line_programs():
     assert min(len(k.buggy.strip().splitlines()) for k in CORPUS) >= 10
 

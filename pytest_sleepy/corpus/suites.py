@@ -22,6 +22,8 @@ eval split, except by the suite `draft`: every eval koan as it stands, which is 
 `sleepy koans freeze` would freeze next (`pytest --sleepy-suite=draft --model=rustfix`
 measures a suite before it is frozen). A corpus without `suites.toml` has one
 unversioned suite, `eval`, made of all its eval koans, with a digest like any other.
+`eval` and `draft` change with the corpus, so two runs of either are compared koan by
+koan (changed koans apart) rather than refused.
 """
 
 from __future__ import annotations

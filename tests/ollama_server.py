@@ -14,25 +14,15 @@ with errors as Ollama sends them: `{"error": "..."}` and a status code. It binds
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
-__all__ = ["Failure", "OllamaServer", "DIGEST"]
+from local_server import Failure, LocalServer, echo_reply, words
+
+__all__ = ["Failure", "OllamaServer", "DIGEST", "echo_reply"]
 
 DIGEST = "d7a1c3f0e2b4968574a3c2b1f0e9d8c7b6a5948372615049382716a5b4c3d2e1"
-
-
-@dataclass(frozen=True)
-class Failure:
-    """How one chat request misbehaves; `OllamaServer.failures` holds one per request."""
-
-    status: int = 0  # answer with this HTTP status and Ollama's error body
-    delay: float = 0.0  # wait this long first (to outlast a client's timeout)
-    disconnect: bool = False  # close the connection without answering
-    error: str = "server busy, please try again"
 
 
 def _canonical(name: str) -> str:
@@ -40,55 +30,13 @@ def _canonical(name: str) -> str:
     return (name if tagged else f"{name}:latest").casefold()
 
 
-def _words(text: str) -> int:
-    return len(text.split())
+class OllamaServer(LocalServer):
+    thread_name = "ollama-test-server"
 
-
-def echo_reply(request: dict) -> str:
-    """The default answer: the last message, quoted back."""
-    return f"you said: {request['messages'][-1]['content']}"
-
-
-class OllamaServer:
     def __init__(self, models: dict[str, str] | None = None, reply: Callable[[dict], str] = echo_reply):
         self.models = {"qwen2.5-coder:7b": DIGEST} if models is None else dict(models)  # name -> digest
-        self.reply = reply  # chat request JSON -> the assistant's content
-        self.failures: list[Failure] = []  # consumed in order, one per chat request
-        self.chat_requests: list[dict] = []  # every chat request received, on arrival
         self.tags_requests = 0
-        self._lock = threading.Lock()
-        self.stopping = threading.Event()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._httpd.daemon_threads = True
-        # A short poll keeps shutdown (and so every test's teardown) quick.
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02},
-                                        name="ollama-test-server", daemon=True)
-
-    @property
-    def url(self) -> str:
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def start(self) -> "OllamaServer":
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.stopping.set()  # wakes handlers sleeping out a `delay`
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join()
-
-    def __enter__(self) -> "OllamaServer":
-        return self.start()
-
-    def __exit__(self, *exc_info) -> None:
-        self.stop()
-
-    def _next_failure(self, request: dict) -> Failure | None:
-        with self._lock:
-            self.chat_requests.append(request)
-            return self.failures.pop(0) if self.failures else None
+        super().__init__(reply)
 
     def _tags(self) -> dict:
         with self._lock:
@@ -119,8 +67,8 @@ class OllamaServer:
             "done": True,
             "done_reason": "stop",
             "total_duration": 1_000_000,
-            "prompt_eval_count": sum(_words(m.get("content", "")) for m in request.get("messages", [])),
-            "eval_count": _words(content),
+            "prompt_eval_count": sum(words(m.get("content", "")) for m in request.get("messages", [])),
+            "eval_count": words(content),
         }
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:

@@ -21,90 +21,42 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+from local_server import Failure, LocalServer, echo_reply, words
 
 __all__ = ["Failure", "OpenAIServer", "MODEL", "echo_reply"]
 
 MODEL = "Qwen/Qwen2.5-Coder-1.5B-Instruct"
 
 
-@dataclass(frozen=True)
-class Failure:
-    """How one chat request misbehaves; `OpenAIServer.failures` holds one per request."""
-
-    status: int = 0  # answer with this HTTP status and an OpenAI error body
-    delay: float = 0.0  # wait this long first (to outlast a client's timeout)
-    disconnect: bool = False  # close the connection without answering
-    error: str = "server busy, please try again"
-
-
-def _words(text: str) -> int:
-    return len(text.split())
-
-
-def echo_reply(request: dict) -> str:
-    """The default answer: the last message, quoted back."""
-    return f"you said: {request['messages'][-1]['content']}"
-
-
 def _error(status: int, message: str, kind: str, param: str | None = None) -> tuple[int, dict]:
     return status, {"error": {"message": message, "type": kind, "param": param, "code": status}}
 
 
-class OpenAIServer:
+class OpenAIServer(LocalServer):
+    thread_name = "openai-test-server"
+    port_closes_first = True
+
     def __init__(self, models: dict[str, dict] | None = None, reply: Callable[[dict], str] = echo_reply,
                  *, lora: bool = True, api_key: str | None = None):
         # served id -> the entry's fields besides id/object/created/owned_by/permission
         self.models = {MODEL: {"root": MODEL, "max_model_len": 32768}} if models is None else dict(models)
-        self.reply = reply  # chat request JSON -> the assistant's content
         self.lora = lora
         self.api_key = api_key
-        self.failures: list[Failure] = []  # consumed in order, one per chat request
-        self.chat_requests: list[dict] = []  # every chat request received, on arrival
         self.lora_requests: list[dict] = []  # every load_lora_adapter request received
         self.adapters: dict[str, str] = {}  # loaded adapter name -> its path
         self.authorizations: list[str | None] = []  # the Authorization header of every request
         self.models_requests = 0
         self.models_delay = 0.0  # seconds before /v1/models answers (a server busy generating)
-        self._lock = threading.Lock()
-        self.stopping = threading.Event()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._httpd.daemon_threads = True
-        # A short poll keeps shutdown (and so every test's teardown) quick.
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02},
-                                        name="openai-test-server", daemon=True)
-
-    @property
-    def url(self) -> str:
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
+        super().__init__(reply)
 
     @property
     def base_url(self) -> str:
         return f"{self.url}/v1"
-
-    def start(self) -> "OpenAIServer":
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop as uvicorn (vLLM's, llama-cpp-python's server) does: the port closes
-        first, then the requests in flight end."""
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self.stopping.set()  # wakes handlers sleeping out a `delay`
-        self._thread.join()
-
-    def __enter__(self) -> "OpenAIServer":
-        return self.start()
-
-    def __exit__(self, *exc_info) -> None:
-        self.stop()
 
     def forget_adapters(self) -> None:
         """What a restart does to vLLM's runtime-loaded adapters."""
@@ -137,11 +89,6 @@ class OpenAIServer:
         data += [card(name, {"root": path, "parent": base}) for name, path in adapters.items()]
         return 200, {"object": "list", "data": data}
 
-    def _next_failure(self, request: dict) -> Failure | None:
-        with self._lock:
-            self.chat_requests.append(request)
-            return self.failures.pop(0) if self.failures else None
-
     def _chat(self, request: dict) -> tuple[int, dict]:
         name = request.get("model", "")
         with self._lock:
@@ -151,7 +98,7 @@ class OpenAIServer:
         if not isinstance(request.get("messages"), list) or not request["messages"]:
             return _error(400, "messages must be a non-empty list", "BadRequestError", "messages")
         content = self.reply(request)
-        prompt_tokens = sum(_words(m.get("content", "")) for m in request["messages"])
+        prompt_tokens = sum(words(m.get("content", "")) for m in request["messages"])
         return 200, {
             "id": f"chatcmpl-{uuid.uuid4().hex}",
             "object": "chat.completion",
@@ -159,8 +106,8 @@ class OpenAIServer:
             "model": name,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
                          "logprobs": None, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": _words(content),
-                      "total_tokens": prompt_tokens + _words(content)},
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": words(content),
+                      "total_tokens": prompt_tokens + words(content)},
         }
 
     def _load_lora(self, request: dict) -> tuple[int, dict | str]:

@@ -31,7 +31,11 @@ from .prompts import HISTORY_MODES, PastAttempt
 from .strategies import StepView, Strategy
 from .verify.verifier import Verdict, Verifier
 
-__all__ = ["Attempt", "RepairResult", "repair", "unified_diff"]
+__all__ = ["Attempt", "RepairResult", "repair", "unified_diff", "NO_CODE_AFTER_A_CHANGE"]
+
+# How a failure reason goes on when the last answer held no code but an earlier one
+# changed the program; rescoring finds it to re-judge the part before it.
+NO_CODE_AFTER_A_CHANGE = "; the answer at step "
 
 
 @dataclass
@@ -145,8 +149,8 @@ def repair(
             else:
                 # An earlier answer changed the program: say where that left it, not only
                 # that the last answer held no code.
-                result.reason = (f"{_still(verdict)} after {_steps(step)}; the answer at step {step} held no code "
-                                 f"(it said: {said!r})")
+                result.reason = (f"{_still(verdict)} after {_steps(step)}{NO_CODE_AFTER_A_CHANGE}{step} "
+                                 f"held no code (it said: {said!r})")
             note = "Your last answer held no Rust code block, so the program is still the one above."
             _notify(on_attempt, attempt)
             continue

@@ -353,8 +353,9 @@ def _report(args) -> int:
     baseline = read_run_file(args.vs) if args.vs else None
     if not 0 < args.alpha < 1:
         raise UsageError(f"--alpha={args.alpha}: must lie strictly between 0 and 1")
-    if baseline is not None and (mismatch := suite_mismatch(baseline.provenance, run.provenance.get("suite"))):
-        raise UsageError(f"--vs {args.vs} {mismatch.replace('this run', f'{args.run_file}')}")
+    if baseline is not None and (mismatch := suite_mismatch(baseline.provenance, run.provenance.get("suite"),
+                                                            current=str(args.run_file))):
+        raise UsageError(f"--vs {args.vs} {mismatch}")
     report = build_report(run.outcomes, run.provenance, strategies=_strategy_order(run),
                           model=run.provenance.get("model", {}).get("spec", ""), baseline=baseline, alpha=args.alpha)
     if args.format == "json":

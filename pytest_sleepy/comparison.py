@@ -219,15 +219,15 @@ def reference_for(strategy: str, baseline_strategies: list[str]) -> Reference:
     return Reference(strategy, fallback, f"{strategy} is not in the baseline run: compared with its {fallback!r} strategy")
 
 
-def suite_mismatch(baseline_provenance: dict, suite: dict | None) -> str | None:
-    """Why a run of `suite` (a Suite.record()) cannot be compared with the baseline, or
-    None. A baseline from before suites were recorded is compared koan by koan."""
+def suite_mismatch(baseline_provenance: dict, suite: dict | None, current: str = "this run") -> str | None:
+    """Why `current`, a run of `suite` (a Suite.record()), cannot be compared with the
+    baseline, or None. A baseline from before suites were recorded is compared koan by koan."""
     before = baseline_provenance.get("suite")
     if before is None or suite is None or (before["name"], before["digest"]) == (suite["name"], suite["digest"]):
         return None
     if before["name"] == suite["name"] in (UNVERSIONED, DRAFT):
         return None  # an unfrozen set of koans: changed koans are listed apart, koan by koan
-    return (f"ran suite {before['name']} (digest {before['digest']}, {before['koans']} koans); this run is suite "
+    return (f"ran suite {before['name']} (digest {before['digest']}, {before['koans']} koans); {current} is suite "
             f"{suite['name']} (digest {suite['digest']}, {suite['koans']} koans). Runs of different suites are not "
             f"compared: pass --sleepy-suite={before['name']} to compare with it, or record a new baseline on "
             f"{suite['name']}")

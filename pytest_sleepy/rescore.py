@@ -38,7 +38,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from . import verifier as verifier_module
-from .agent import _steps, _still
+from .agent import NO_CODE_AFTER_A_CHANGE, _steps, _still
 from .koans import Koan
 from .results import ERROR, FAILED, PASSED, Outcome, RunFile, RunSummary
 from .verify.verifier import Verifier
@@ -222,11 +222,6 @@ def _rescore(outcome: Outcome, koan: Koan, records: list[dict], verifier: Verifi
     elif last_verdict is not None and NO_CODE_AFTER_A_CHANGE in outcome.reason:
         tail = outcome.reason[outcome.reason.index(NO_CODE_AFTER_A_CHANGE):]
         outcome.reason = f"{_still(last_verdict)} after {_steps(records[-1]['step'])}{tail}"
-
-
-# How the agent's reason goes on when the last answer held no code but an earlier one
-# changed the program (agent.repair).
-NO_CODE_AFTER_A_CHANGE = "; the answer at step "
 
 
 def _label(outcome: Outcome) -> str:

@@ -85,7 +85,7 @@ def find_tampering(code: str | list[Token], koan_programs: tuple[str, ...] = (),
             return None
     tokens = normalised_tokens(code)
     pairs = bracket_pairs(tokens)
-    koan_traits = _traits_declared(tuple(koan_programs))
+    koan_traits = _declared(tuple(koan_programs), "trait")
     capturable = None if hidden_tests is None else _capturable_methods(hidden_tests, tuple(koan_programs))
     for check in (
         _names_hidden_module,
@@ -364,14 +364,15 @@ def _forbidden_names_in_macros(tokens, pairs):
 
 
 @functools.lru_cache(maxsize=512)
-def _traits_declared(programs: tuple[str, ...]) -> frozenset[str]:
+def _declared(programs: tuple[str, ...], keyword: str) -> frozenset[str]:
+    """The names the koan's programs declare after `keyword` (`trait`, `fn`)."""
     names = set()
     for program in programs:
         try:
             tokens = tokenize(program)
         except LexError:
             continue
-        names.update(tokens[i + 1].text for i, t in enumerate(tokens[:-1]) if t.text == "trait")
+        names.update(tokens[i + 1].text for i, t in enumerate(tokens[:-1]) if t.text == keyword)
     return frozenset(names)
 
 
@@ -385,14 +386,7 @@ def _capturable_methods(hidden_tests: str, programs: tuple[str, ...]) -> frozens
         return frozenset({"*"})  # unreadable tests: every method counts
     called = {tokens[i + 1].text for i in range(len(tokens) - 2)
               if tokens[i].text == "." and tokens[i + 1].kind == "ident" and tokens[i + 2].text in ("(", "::")}
-    declared = set()
-    for program in programs:
-        try:
-            found = tokenize(program)
-        except LexError:
-            continue
-        declared.update(found[i + 1].text for i in range(len(found) - 1) if found[i].text == "fn")
-    return frozenset(called - declared)
+    return frozenset(called - _declared(programs, "fn"))
 
 
 def _trait_methods(tokens: list[Token], pairs: list[int]) -> dict[str, set[str]]:

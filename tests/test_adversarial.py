@@ -187,3 +187,13 @@ def _cmdline(pid: int) -> str:
             return handle.read().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return ""
+
+
+def test_a_verdict_that_hangs_on_hash_order_is_the_same_on_every_run(sandbox, koan):
+    # The failing assertion prints a hash of the host's random keys, unless the sandbox
+    # fixes them: with random keys, two runs agree with probability 2^-64.
+    hashed = candidate("use std::hash::BuildHasher;\n"
+                       "std::collections::hash_map::RandomState::new().hash_one(&items) as u32",)
+    verdicts = [Verifier(sandbox, None).verify_candidate(koan, hashed) for _ in range(2)]
+    assert verdicts[0].compiled and not verdicts[0].passed
+    assert verdicts[0].test_output == verdicts[1].test_output

@@ -14,7 +14,9 @@ Each command runs under bubblewrap with:
 - all capabilities dropped, a new session, and death when the caller dies;
 - rlimits: CPU seconds, address space, file size, no core dumps, and a process count;
 - for test binaries, a seccomp filter that refuses process creation (see seccomp.py:
-  the process-count rlimit does not apply to root);
+  the process-count rlimit does not apply to root) and `getrandom`, with `/dev/zero`
+  standing in for `/dev/urandom` and `/dev/random`: a test binary's hash maps, and so
+  any verdict that hangs on their order, are the same on every run;
 - a wall-clock timeout that kills the whole process tree, and a cap on the bytes of
   output kept (a command that prints more is killed and reported).
 
@@ -35,7 +37,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .seccomp import process_creation_filter
+from .seccomp import test_binary_filter
 
 __all__ = [
     "Limits",
@@ -178,6 +180,13 @@ class Sandbox:
     def mode(self) -> str:
         return "bubblewrap" if self.isolated else "unsafe-no-sandbox"
 
+    @property
+    def randomness(self) -> str:
+        """Where a test binary's random bytes come from: `zeros` in the sandbox (hash
+        maps are keyed alike on every run), `host` without it, or where the machine has
+        no seccomp filter."""
+        return "zeros" if self.isolated and test_binary_filter() is not None else "host"
+
     def scratch(self, workdir: Path) -> str:
         """The private temporary directory as the command sees it."""
         if self.isolated:
@@ -214,9 +223,10 @@ class Sandbox:
             environment["HOME"] = str(workdir)
             environment["TMPDIR"] = self.scratch(workdir)
             return self._execute(argv, cwd=workdir, env=environment, limits=limits, seccomp=None, stdin=stdin)
-        seccomp = None if limits.allow_processes else process_creation_filter()
+        seccomp = None if limits.allow_processes else test_binary_filter()
         environment.update(HOME=SANDBOX_ROOT, TMPDIR="/tmp")
-        command = self._bwrap_prefix(environment, read_only or {}, limits, proc=proc)
+        command = self._bwrap_prefix(environment, read_only or {}, limits, proc=proc,
+                                     zero_randomness=seccomp is not None)
         command += ["--ro-bind", str(workdir), SANDBOX_ROOT]
         for name in writable:
             command += ["--bind", str(workdir / name), f"{SANDBOX_ROOT}/{name}"]
@@ -225,7 +235,7 @@ class Sandbox:
         return self._execute(command, argv=argv, cwd=workdir, env=None, limits=limits, seccomp=seccomp, stdin=stdin)
 
     def _bwrap_prefix(self, environment: dict[str, str], read_only: dict[str, str], limits: Limits,
-                      *, proc: bool = True) -> list[str]:
+                      *, proc: bool = True, zero_randomness: bool = False) -> list[str]:
         command = [
             self._bwrap, "--unshare-all", "--die-with-parent", "--new-session",
             "--cap-drop", "ALL", "--clearenv",
@@ -248,8 +258,13 @@ class Sandbox:
             command += ["--ro-bind", host_path, inside]
         if proc:
             command += ["--proc", "/proc"]
+        command += ["--dev", "/dev"]
+        if zero_randomness:
+            # Only read once getrandom is refused (seccomp.py).
+            for device in ("/dev/urandom", "/dev/random"):
+                command += ["--dev-bind", "/dev/zero", device]
         # bubblewrap's /dev is a writable tmpfs with no size limit: freeze it.
-        command += ["--dev", "/dev", "--remount-ro", "/dev"]
+        command += ["--remount-ro", "/dev"]
         if self._tmpfs_size_supported:
             command += ["--size", str(limits.tmpfs_bytes)]
         command += ["--tmpfs", "/tmp"]

@@ -1,4 +1,5 @@
-"""A seccomp filter that lets a test binary create threads but not processes.
+"""A seccomp filter that lets a test binary create threads but not processes, and
+takes its random bytes from a file rather than the kernel.
 
 Why: `RLIMIT_NPROC` is the classic fork-bomb guard, but the kernel never applies it
 to root, and CI machines and containers often run as root. Hidden tests never need
@@ -7,6 +8,12 @@ to start a program, so while the test binary runs we refuse `fork`, `vfork`,
 cannot read; it answers ENOSYS so that glibc falls back to `clone` for threads).
 Compilation is not filtered: rustc must start the linker, and no candidate code runs
 at compile time (no build scripts or procedural macros in a koan).
+
+The filter also answers `getrandom` with ENOSYS. Rust's std then reads `/dev/urandom`
+instead, which the sandbox replaces with `/dev/zero` (sandbox.py): every `HashMap` of a
+test binary is keyed the same way on every run and every machine. A candidate whose
+behaviour depends on hash order (a `Hash` that disagrees with its `Eq`, say) then gets
+the same verdict each time, so a recorded run replays to the same prompts.
 
 The filter is classic BPF handed to bubblewrap with `--seccomp FD`. It is built for
 x86-64 and aarch64; elsewhere `process_creation_filter()` returns None and only the
@@ -19,7 +26,7 @@ import errno
 import platform
 import struct
 
-__all__ = ["process_creation_filter"]
+__all__ = ["test_binary_filter"]
 
 # linux/filter.h and linux/seccomp.h
 _LD_W_ABS = 0x20
@@ -35,20 +42,20 @@ _CLONE_THREAD = 0x00010000
 _NR, _ARCH, _ARG0_LOW = 0, 4, 16
 
 _ARCHITECTURES = {
-    # machine: (AUDIT_ARCH, clone, clone3, fork-like syscalls)
-    "x86_64": (0xC000003E, 56, 435, (57, 58)),
-    "aarch64": (0xC00000B7, 220, 435, ()),
+    # machine: (AUDIT_ARCH, clone, clone3, getrandom, fork-like syscalls)
+    "x86_64": (0xC000003E, 56, 435, 318, (57, 58)),
+    "aarch64": (0xC00000B7, 220, 435, 278, ()),
 }
 # x86-64 also accepts x32 system calls (number | 0x40000000); nothing here needs them.
 _X32_BIT = 0x40000000
 
 
-def process_creation_filter(machine: str | None = None) -> bytes | None:
+def test_binary_filter(machine: str | None = None) -> bytes | None:
     """The BPF program as bytes for `bwrap --seccomp`, or None if the machine is unknown."""
     machine = machine or platform.machine()
     if machine not in _ARCHITECTURES:
         return None
-    audit_arch, clone, clone3, forks = _ARCHITECTURES[machine]
+    audit_arch, clone, clone3, getrandom, forks = _ARCHITECTURES[machine]
     deny = _ERRNO | errno.EAGAIN
     program = [
         ("ld", _ARCH),
@@ -61,6 +68,7 @@ def process_creation_filter(machine: str | None = None) -> bytes | None:
     for number in forks:
         program.append(("jeq", number, "deny", "next"))
     program += [
+        ("jeq", getrandom, "nosys", "next"),
         ("jeq", clone3, "nosys", "next"),
         ("jeq", clone, "clone", "allow"),
         ("clone", None),

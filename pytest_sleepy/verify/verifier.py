@@ -20,8 +20,8 @@ rustc stops after analysis. Koans with dependencies are built with `cargo test
 --no-run --offline` instead.
 
 Verdicts are cached by content (candidate, tests, edition, dependencies, rustc -vV,
-limits, sandbox mode and this module's VERSION), one JSON file per key, written
-atomically so that concurrent pytest-xdist workers can share the cache.
+limits, sandbox mode and randomness, and this module's VERSION), one JSON file per
+key, written atomically so that concurrent pytest-xdist workers can share the cache.
 """
 
 from __future__ import annotations
@@ -145,6 +145,9 @@ class Verifier:
             "edition": koan.edition,
             "rustc": self.toolchain.version,
             "sandbox": self.sandbox.mode,
+            # A verdict can hang on hash order: one made with the host's random keys
+            # is not one made with fixed keys.
+            "randomness": self.sandbox.randomness,
             "limits": [asdict(self.compile_limits), asdict(self.test_limits)],
             "dependencies": {name: _tree_digest(path) for name, path in sorted(koan.dependencies.items())},
         }

@@ -14,6 +14,7 @@ from pytest_sleepy.training.leakage import (
     STD_NAMES,
     LeakageError,
     LeakageGuard,
+    Overlap,
     audit,
     longest_run,
     normalized_tokens,
@@ -174,6 +175,34 @@ def test_an_eval_koan_renamed_re_literaled_and_padded_at_once_is_refused(guard):
         disguised = UNRELATED_BEFORE + change_literals(rename_identifiers(koan.buggy)) + UNRELATED_AFTER
         with pytest.raises(LeakageError, match=koan.id):
             guard.check(disguised, label="all disguises")
+
+
+def drop_every_tenth_line(code: str) -> str:
+    return "".join(line for number, line in enumerate(code.splitlines(keepends=True), 1) if number % 10)
+
+
+@pytest.mark.parametrize("koan", EVAL, ids=lambda k: k.id)
+def test_an_eval_koans_tests_with_every_tenth_line_dropped_are_refused(guard, koan):
+    # Under the tests' similarity limit alone, 26 of the 200 passed.
+    with pytest.raises(LeakageError, match=koan.id):
+        guard.check(drop_every_tenth_line(koan.tests), label=f"edited {koan.id}.tests")
+
+
+@pytest.mark.parametrize(("field", "similarity", "run", "refused"), [
+    ("tests", 0.80, 60, True),
+    ("tests", 0.80, 59, False),
+    ("tests", 0.79, 119, False),
+    ("buggy", 0.74, 119, False),
+])
+def test_against_eval_tests_a_high_similarity_with_a_long_run_is_refused(guard, field, similarity, run, refused):
+    overlap = Overlap("bc_001", field, "candidate", similarity, run, 400, 400)
+    assert guard.exceeds(overlap) is refused
+
+
+def test_the_refusal_names_every_limit(guard):
+    with pytest.raises(LeakageError) as caught:
+        guard.check(drop_every_tenth_line(EVAL[0].tests), label="edited")
+    assert "similarity >= 0.75 (eval tests: 0.92, or 0.80 with a run >= 60 tokens) or a run >= 120 tokens" in str(caught.value)
 
 
 def test_an_eval_koan_cut_off_inside_a_string_is_still_refused(guard):

@@ -28,12 +28,17 @@ def replay(run_file: Path, tmp_path: Path, *extra: str) -> tuple[subprocess.Comp
     recorded = read_run_file(run_file)
     options = recorded.provenance["options"]
     out = tmp_path / "replayed.json"
+    # The recorded answers, and a verdict cache of this test's own: every answer is
+    # verified again, as on a fresh clone.
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "completions").symlink_to(REFERENCE / "cache" / "completions")
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                f"--model={recorded.provenance['model']['spec']}", f"--strategy={','.join(options['strategy'])}",
                f"--max-steps={options['max-steps']}", f"--sleepy-max-tokens={options['max-tokens']}",
                f"--sleepy-history={options.get('history', 'last')}", f"--sleepy-temperature={options['temperature']}",
                f"--sleepy-seed={options['seed']}", "--sleepy-cache=read",
-               f"--sleepy-cache-dir={REFERENCE / 'cache'}", f"--sleepy-json={out}", *extra]
+               f"--sleepy-cache-dir={cache}", f"--sleepy-json={out}", *extra]
     return subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True), out
 
 
@@ -41,9 +46,13 @@ def replay(run_file: Path, tmp_path: Path, *extra: str) -> tuple[subprocess.Comp
 def test_the_reference_run_replays_to_the_same_outcome_for_every_koan(run_file, tmp_path):
     result, out = replay(run_file, tmp_path)
     assert "model answers were replayed" in result.stdout, result.stdout[-3000:]
-    recorded = {(o.koan, o.strategy): (o.solved, o.steps) for o in read_run_file(run_file).outcomes}
-    replayed = {(o.koan, o.strategy): (o.solved, o.steps) for o in read_run_file(out).outcomes}
-    assert len(recorded) == 30 and replayed == recorded
+    recorded = {(o.koan, o.strategy): o for o in read_run_file(run_file).outcomes}
+    replayed = {(o.koan, o.strategy): o for o in read_run_file(out).outcomes}
+    assert len(recorded) == 30 and replayed.keys() == recorded.keys()
+    differ = [f"{key}: recorded {recorded[key].status} after {recorded[key].steps} ({recorded[key].reason}), "
+              f"replayed {o.status} after {o.steps} ({o.reason})"
+              for key, o in replayed.items() if (o.solved, o.steps) != (recorded[key].solved, recorded[key].steps)]
+    assert not differ, "\n".join(differ)
 
 
 def setup_of(run_file: Path) -> str:

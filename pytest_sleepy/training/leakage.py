@@ -53,51 +53,65 @@ A candidate is refused when, for any eval field, the longest run reaches ``max_r
 or the similarity reaches ``max_similarity`` (eval `buggy`/`fixed`) or
 ``max_tests_similarity`` (eval `tests`): hidden tests are formulaic (call, assert,
 call, assert) and one train koan's tests follow an eval koan's tests line by line in
-another domain, so they get their own, higher limit.
+another domain, so they get their own, higher limit. Against eval `tests` it is also
+refused when the similarity reaches ``edited_tests_similarity`` *and* the run reaches
+``edited_tests_run``: an eval koan's tests with a line in ten dropped keep both, while
+train tests that follow an eval koan's closely keep one or the other.
 
-Calibration (the shipped corpus: 30 eval koans, 43 train koans)
-----------------------------------------------------------------
-Worst overlap over all 90 eval fields. Train koans are different programs with the
-same bug patterns -- what training data is made of -- and must pass, tests included
-(variant records carry them); disguised eval koans must be refused. "max" rows are the
-worst train code, "min" rows the best-hidden copy:
+Calibration (the shipped corpus: 200 eval koans, 216 train koans)
+-----------------------------------------------------------------
+Worst overlap over the 1,552 eval codes (buggy, fixed, tests, alternatives, decoys).
+Train koans are different programs with the same bug patterns -- what training data
+is made of -- and must pass, tests included (variant records carry them); disguised
+eval koans must be refused. "max" rows are the worst train code, "min" rows the
+best-hidden copy; "refused" counts codes under the chosen limits:
 
 =================================================  =====  ==========  ===========  =======
 population                                         codes  similarity  longest run  refused
 =================================================  =====  ==========  ===========  =======
-train buggy/fixed vs eval buggy/fixed, max            86       0.626           63        0
-train buggy/fixed vs eval tests, max                  86       0.213           42        0
-train tests vs eval buggy/fixed, max                  43       0.282           47        0
-train tests vs eval tests, max (rh_106 vs rh_004)     43       0.840           86        0
-  (the next highest: tm_102 vs tb_010)                         0.712           37
-eval koans themselves, min                            90       1.000          148       90
-eval koans, every identifier renamed, min             90       1.000          148       90
-eval koans, every literal changed, min                90       1.000          148       90
-eval koans, an unrelated fn before and after, min     90       1.000          148       90
-eval koans, renamed + literals + padded, min          90       1.000          148       90
-eval koans, between two train koans, min              90       1.000          148       90
-eval buggy/fixed, top-level items reversed, min       60       0.879           72       60
-eval buggy/fixed, every 10th line dropped, min        60       0.862           53       60
-eval buggy/fixed, first half only, min                60       0.906           65       60
-eval tests, top-level items reversed, min             30       0.943           59       30
-eval tests, every 10th line dropped, min              30       0.868           58       23
-eval tests, first half only, min                      30       0.547           53       23
+train buggy/fixed vs eval buggy/fixed, max           432       0.722           64        0
+train buggy/fixed vs eval tests, max                 432       0.410           42        0
+train tests vs eval buggy/fixed, max                 216       0.364           51        0
+train tests vs eval tests, max (lg_132 vs lg_027)    216       0.891          108        0
+  (the next highest: mu_105 vs gt_006)                         0.881           48
+  (longest run: mp_104 vs mp_007)                              0.636          108
+train all fields vs eval alternatives/decoys, max    648       0.722          103        0
+eval koans themselves, min                           600       1.000          110      600
+eval koans, every identifier renamed, min            600       1.000          110      600
+eval koans, every literal changed, min               600       1.000          110      600
+eval koans, an unrelated fn before and after, min    600       1.000          110      600
+eval koans, renamed + literals + padded, min         600       1.000          110      600
+eval koans, between two train koans, min             600       1.000          110      600
+eval buggy/fixed, top-level items reversed, min      400       0.784           47      400
+eval buggy/fixed, every 10th line dropped, min       400       0.806           39      400
+eval buggy/fixed, first half only, min               400       0.453           38      391
+eval tests, top-level items reversed, min            200       0.866           64      200
+eval tests, every 10th line dropped, min             200       0.846           75      200
+eval tests, first half only, min                     200       0.531           43      199
 =================================================  =====  ==========  ===========  =======
 
-Chosen: ``MAX_SIMILARITY = 0.75`` (train programs reach 0.63, copies of eval programs
-with items reordered or lines dropped stay above 0.86, plain disguises are 1.0),
-``MAX_TESTS_SIMILARITY = 0.92`` (train tests reach 0.84, disguised eval tests 1.0;
-7 of the 30 eval tests with every 10th line dropped get under it), ``MAX_RUN = 120`` tokens (train code
-shares at most 86; the smallest eval field is 148 tokens long, so a copy of any whole
-eval field is refused by its run alone, whatever the similarity says). Known limit:
-a fragment of an eval koan shorter than about 120 tokens (two small hidden tests, a
-single method) can pass: train koans legitimately share runs of 60 to 86 tokens with
-eval koans, so a fragment that short cannot be told from a shared pattern.
-`tests/test_leakage.py` pins both sides on the real corpus.
+Chosen: ``MAX_SIMILARITY = 0.75`` (train programs reach 0.72; copies of eval programs
+with items reordered or lines dropped stay above 0.78, plain disguises are 1.0),
+``MAX_TESTS_SIMILARITY = 0.92`` (train tests reach 0.89), ``MAX_RUN = 120`` tokens
+(train code shares at most 108; a copy of any whole eval field of 120 tokens or more
+is refused by its run alone), and ``EDITED_TESTS_SIMILARITY = 0.80`` with
+``EDITED_TESTS_RUN = 60``: train tests with a similarity of 0.80 or more share at most
+55 tokens in a row, and those sharing 60 or more reach a similarity of 0.75, while
+every eval koan's tests with a line in ten dropped keep 0.85 and a run of 75. Without
+that pair, 26 of those 200 and 2 of the reversed ones passed.
 
-Speed: `LeakageGuard.worst` takes 6 ms (median; 95th percentile 10 ms) per code string
-of 160-390 tokens against the 90 eval fields, lexing included; difflib's longest runs
-alone took 70 ms. Building the guard takes 0.15-0.2 s.
+Known limits: a fragment of an eval koan shorter than about 120 tokens can pass
+(train koans legitimately share runs of up to 108 tokens with eval koans, so a
+fragment that short cannot be told from a shared pattern): 9 first halves of the
+smallest eval programs (110-167 tokens; similarity 0.45-0.63, runs 38-48) and the
+first half of mu_004's tests (0.53, 43). The margins are thin (0.722 against 0.75;
+55 against 60): a train koan that comes closer is refused by the tests, and must be
+rewritten, not the limits raised. `tests/test_leakage.py` pins both sides on the real
+corpus.
+
+Speed: `LeakageGuard.worst` takes 66 ms (median; 95th percentile 93 ms) per train
+program against the 1,552 eval codes, lexing included, measured with a model running
+on the other core; building the guard takes 2.2 s.
 """
 
 from __future__ import annotations
@@ -119,6 +133,8 @@ __all__ = [
     "MAX_SIMILARITY",
     "MAX_TESTS_SIMILARITY",
     "MAX_RUN",
+    "EDITED_TESTS_SIMILARITY",
+    "EDITED_TESTS_RUN",
     "EVAL_FIELDS",
     "normalized_tokens",
     "shingles",
@@ -150,6 +166,10 @@ MIN_SHINGLES = 64
 MAX_SIMILARITY = 0.75
 MAX_TESTS_SIMILARITY = 0.92
 MAX_RUN = 120
+# Eval tests edited line by line keep most of their shingles *and* a long run; train
+# tests that follow an eval koan's tests closely keep one or the other (module docstring).
+EDITED_TESTS_SIMILARITY = 0.80
+EDITED_TESTS_RUN = 60
 EVAL_FIELDS = ("buggy", "fixed", "tests")
 
 _LEX_ERROR_LINE = re.compile(r"^line (\d+):")
@@ -259,13 +279,13 @@ class Overlap:
 class LeakageError(ValueError):
     """A candidate for training data overlaps an eval koan."""
 
-    def __init__(self, overlap: Overlap, max_similarity: float, max_run: int):
+    def __init__(self, overlap: Overlap, limits: str):
         self.overlap = overlap
         super().__init__(
-            f"{overlap.describe()}; the limits are similarity {max_similarity:.2f} and a run of "
-            f"{max_run} tokens. Training data must never contain the benchmark, even renamed, "
-            f"re-literaled or padded: drop this candidate and build training data from `train` "
-            f"koans only (whatever produced it drew on eval koan {overlap.eval_koan})."
+            f"{overlap.describe()}; refused at {limits}. Training data must never contain the "
+            f"benchmark, even renamed, re-literaled, padded or edited: drop this candidate and build "
+            f"training data from `train` koans only (whatever produced it drew on eval koan "
+            f"{overlap.eval_koan})."
         )
 
 
@@ -282,18 +302,25 @@ class LeakageGuard:
 
     Refused when, for any eval field, the longest shared run reaches `max_run` tokens or
     the similarity reaches `max_similarity` (eval buggy/fixed) or `max_tests_similarity`
-    (eval tests). The defaults are calibrated on the shipped corpus (module docstring)."""
+    (eval tests), or, against eval tests, the similarity reaches `edited_tests_similarity`
+    while the run reaches `edited_tests_run`. The defaults are calibrated on the shipped
+    corpus (module docstring)."""
 
     def __init__(self, eval_koans: list[Koan], *, max_similarity: float = MAX_SIMILARITY,
-                 max_run: int = MAX_RUN, max_tests_similarity: float = MAX_TESTS_SIMILARITY):
-        for name, value in (("max_similarity", max_similarity), ("max_tests_similarity", max_tests_similarity)):
+                 max_run: int = MAX_RUN, max_tests_similarity: float = MAX_TESTS_SIMILARITY,
+                 edited_tests_similarity: float = EDITED_TESTS_SIMILARITY, edited_tests_run: int = EDITED_TESTS_RUN):
+        for name, value in (("max_similarity", max_similarity), ("max_tests_similarity", max_tests_similarity),
+                            ("edited_tests_similarity", edited_tests_similarity)):
             if not 0 < value <= 1:
                 raise ValueError(f"{name} must be in (0, 1], not {value}")
-        if max_run < 1:
-            raise ValueError(f"max_run must be at least 1 token, not {max_run}")
+        for name, value in (("max_run", max_run), ("edited_tests_run", edited_tests_run)):
+            if value < 1:
+                raise ValueError(f"{name} must be at least 1 token, not {value}")
         self.max_similarity = max_similarity
         self.max_tests_similarity = max_tests_similarity
         self.max_run = max_run
+        self.edited_tests_similarity = edited_tests_similarity
+        self.edited_tests_run = edited_tests_run
         self.eval_koans = list(eval_koans)
         self._codes: list[_EvalCode] = []
         for koan in self.eval_koans:
@@ -314,7 +341,17 @@ class LeakageGuard:
 
     def exceeds(self, overlap: Overlap) -> bool:
         """Whether the overlap is over a threshold (the candidate would be refused)."""
-        return overlap.longest_run >= self.max_run or overlap.similarity >= self.similarity_limit(overlap.eval_field)
+        if overlap.longest_run >= self.max_run or overlap.similarity >= self.similarity_limit(overlap.eval_field):
+            return True
+        return (overlap.eval_field == "tests" and overlap.similarity >= self.edited_tests_similarity
+                and overlap.longest_run >= self.edited_tests_run)
+
+    @property
+    def limits(self) -> str:
+        """The refusal rule, in the words the error and the audit print."""
+        return (f"similarity >= {self.max_similarity:.2f} (eval tests: {self.max_tests_similarity:.2f}, or "
+                f"{self.edited_tests_similarity:.2f} with a run >= {self.edited_tests_run} tokens) "
+                f"or a run >= {self.max_run} tokens")
 
     def _severity(self, overlap: Overlap) -> tuple:
         return (self.exceeds(overlap), overlap.similarity, overlap.longest_run)
@@ -345,7 +382,7 @@ class LeakageGuard:
         """The worst overlap; raise LeakageError when it is over a threshold."""
         overlap = self.worst(code, label=label)
         if self.exceeds(overlap):
-            raise LeakageError(overlap, self.similarity_limit(overlap.eval_field), self.max_run)
+            raise LeakageError(overlap, self.limits)
         return overlap
 
     def check_record(self, record: dict, *, label: str) -> list[Overlap]:
@@ -389,9 +426,7 @@ class AuditReport:
     without_code: list[str]  # labels of records with no code string at all
     highest_similarity: float
     longest_run: int
-    max_similarity: float  # the guard's thresholds
-    max_tests_similarity: float
-    max_run: int
+    limits: str  # the guard's refusal rule (LeakageGuard.limits)
     coverage: dict[str, int] = field(default_factory=dict)  # eval pattern -> records with it
     uncovered: list[str] = field(default_factory=list)  # eval patterns without records
 
@@ -443,9 +478,7 @@ def audit(records: list[dict], guard: LeakageGuard, eval_koans: list[Koan]) -> A
         without_code=without_code,
         highest_similarity=max((o.similarity for o in overlaps), default=0.0),
         longest_run=max((o.longest_run for o in overlaps), default=0),
-        max_similarity=guard.max_similarity,
-        max_tests_similarity=guard.max_tests_similarity,
-        max_run=guard.max_run,
+        limits=guard.limits,
         coverage=coverage,
         uncovered=[p for p in patterns if coverage[p] == 0],
     )
@@ -462,8 +495,6 @@ def render_audit(report: AuditReport, fmt: str = "text") -> str:
     def heading(title: str) -> str:
         return f"## {title}" if markdown else f"{title}\n{'-' * len(title)}"
 
-    limits = (f"similarity >= {report.max_similarity:.2f} (eval tests: {report.max_tests_similarity:.2f}) "
-              f"or a run >= {report.max_run} tokens")
     summary = [
         ("records", report.records),
         ("records with code", len(report.overlaps)),
@@ -471,7 +502,7 @@ def render_audit(report: AuditReport, fmt: str = "text") -> str:
         ("highest similarity", f"{report.highest_similarity:.3f}"),
         ("longest shared run (tokens)", report.longest_run),
     ]
-    out = [heading("Leakage"), f"Refused when {limits} against any eval koan.",
+    out = [heading("Leakage"), f"Refused when {report.limits} against any eval koan.",
            tabulate(summary, headers=["", "value"], tablefmt=table_format, disable_numparse=True)]
     if report.without_code:
         out.append(f"Records without code: {', '.join(report.without_code)}")

@@ -1,10 +1,11 @@
 """Which `--sleepy-history` repairs the most koans per model-second?
 
     python benchmarks/history_modes.py --out DIR [--model SPEC] [--seed-cache DIR] [--max-steps 5]
-                                       [--strategy baseline] [--modes none,last,full]
+                                       [--strategy baseline] [--modes none,last,full] [--suite eval-v1]
     python benchmarks/history_modes.py --out DIR --table-only [--max-steps 5]
 
-For each history mode, one live pytest run of the eval koans with `--max-steps=5`,
+For each history mode, one live pytest run of the suite's koans (eval-v1, the suite
+the README's table measured, unless `--suite` names another) with `--max-steps=5`,
 greedy, writes DIR/episodes-MODE.jsonl. The prompts do not depend on max-steps, so the
 first k steps of a 5-step run are exactly the k-step run: one run per mode gives the
 figures for max-steps 1, 3 and 5. A run with `--max-steps 3` first gives the figures
@@ -39,11 +40,12 @@ sys.path.insert(0, str(REPO / "tests"))
 STEPS = (1, 3, 5)
 
 
-def record(mode: str, model: str, strategy: str, out: Path, max_steps: int) -> None:
+def record(mode: str, model: str, strategy: str, out: Path, max_steps: int, suite: str) -> None:
     episodes = out / f"episodes-{mode}.jsonl"
     episodes.unlink(missing_ok=True)
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--model={model}",
                f"--strategy={strategy}", f"--max-steps={max_steps}", f"--sleepy-history={mode}",
+               f"--sleepy-suite={suite}",
                f"--sleepy-cache-dir={out / 'cache'}", f"--sleepy-episodes={episodes}",
                f"--sleepy-json={out / f'run-{mode}.json'}", "--sleepy-matrix=off"]
     finished = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
@@ -87,6 +89,7 @@ def main() -> None:
     parser.add_argument("--strategy", default="baseline")
     parser.add_argument("--max-steps", type=int, default=max(STEPS), choices=STEPS, help="steps of each run")
     parser.add_argument("--modes", default="none,last,full", help="comma-separated history modes, in table order")
+    parser.add_argument("--suite", default="eval-v1", help="the eval suite to run (default: eval-v1)")
     parser.add_argument("--table-only", action="store_true", help="print the table from DIR's episodes, run nothing")
     args = parser.parse_args()
     modes = args.modes.split(",")
@@ -100,7 +103,7 @@ def main() -> None:
         if args.seed_cache and not (args.out / "cache").exists():
             shutil.copytree(args.seed_cache, args.out / "cache", ignore=shutil.ignore_patterns("verdicts"))
         for mode in modes:
-            record(mode, model, args.strategy, args.out, args.max_steps)
+            record(mode, model, args.strategy, args.out, args.max_steps, args.suite)
     print(tabulate(table_rows(args.out, modes, args.max_steps),
                    headers=["history", "max-steps", "solved", "model s", "tokens in+out", "solved/model-min",
                             f"ratio to {modes[0]}"]))

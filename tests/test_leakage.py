@@ -202,7 +202,8 @@ def test_against_eval_tests_a_high_similarity_with_a_long_run_is_refused(guard, 
 def test_the_refusal_names_every_limit(guard):
     with pytest.raises(LeakageError) as caught:
         guard.check(drop_every_tenth_line(EVAL[0].tests), label="edited")
-    assert "similarity >= 0.75 (eval tests: 0.92, or 0.80 with a run >= 60 tokens) or a run >= 120 tokens" in str(caught.value)
+    limits = "similarity >= 0.75 (eval tests: 0.92, or 0.80 with a run >= 60 tokens) or a run >= 120 tokens"
+    assert limits in str(caught.value)
 
 
 def test_an_eval_koan_cut_off_inside_a_string_is_still_refused(guard):

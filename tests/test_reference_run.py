@@ -37,7 +37,8 @@ def replay(run_file: Path, tmp_path: Path, *extra: str) -> tuple[subprocess.Comp
                f"--model={recorded.provenance['model']['spec']}", f"--strategy={','.join(options['strategy'])}",
                f"--max-steps={options['max-steps']}", f"--sleepy-max-tokens={options['max-tokens']}",
                f"--sleepy-history={options.get('history', 'last')}", f"--sleepy-temperature={options['temperature']}",
-               f"--sleepy-seed={options['seed']}", "--sleepy-cache=read",
+               f"--sleepy-seed={options['seed']}", f"--sleepy-suite={recorded.provenance['suite']['name']}",
+               "--sleepy-cache=read",
                f"--sleepy-cache-dir={cache}", f"--sleepy-json={out}", *extra]
     return subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True), out
 
@@ -65,9 +66,10 @@ def setup_of(run_file: Path) -> str:
 @pytest.mark.parametrize("run_file", RUNS, ids=[p.stem for p in RUNS])
 def test_the_readme_states_the_reference_runs_pass_rate(run_file):
     readme = (REPO_ROOT / "README.md").read_text()
+    suite = read_run_file(run_file).provenance["suite"]["name"]
     for summary in json.loads(run_file.read_text())["aggregates"]["strategies"]:
-        row = (f"| Qwen2.5-Coder-1.5B-Instruct Q4_K_M, llamacpp | {summary['strategy']} | {setup_of(run_file)} | "
-               f"{round(summary['solved'])}/{summary['koans']}")
+        row = (f"| {suite} | Qwen2.5-Coder-1.5B-Instruct Q4_K_M, llamacpp | {summary['strategy']} | "
+               f"{setup_of(run_file)} | {round(summary['solved'])}/{summary['koans']}")
         assert row in readme
         rate = f"{100 * summary['rate']:.1f}%"
         interval = f"{100 * summary['low']:.1f}–{100 * summary['high']:.1f}%"

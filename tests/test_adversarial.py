@@ -197,3 +197,17 @@ def test_a_verdict_that_hangs_on_hash_order_is_the_same_on_every_run(sandbox, ko
     verdicts = [Verifier(sandbox, None).verify_candidate(koan, hashed) for _ in range(2)]
     assert verdicts[0].compiled and not verdicts[0].passed
     assert verdicts[0].test_output == verdicts[1].test_output
+
+
+def test_two_hundred_threads_alive_at_once_start_on_every_run(sandbox, koan):
+    # Each thread allocates while all are alive: with glibc's default of up to 8 malloc
+    # arenas per core (64 MiB of address space each), they hit the 1 GiB limit and
+    # spawning failed on most runs.
+    crowd = candidate(
+        "let gate = std::sync::Arc::new(std::sync::Barrier::new(200));\n"
+        "let threads: Vec<_> = (0..200).map(|_| { let gate = gate.clone(); "
+        "std::thread::spawn(move || { let block = vec![1u8; 4096]; gate.wait(); block.len() }) }).collect();\n"
+        "for thread in threads { thread.join().unwrap(); }\n"
+        "items.iter().sum()")
+    verdicts = [Verifier(sandbox, None).verify_candidate(koan, crowd) for _ in range(3)]
+    assert [v.reason for v in verdicts] == ["", "", ""]

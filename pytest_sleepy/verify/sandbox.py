@@ -12,7 +12,9 @@ Each command runs under bubblewrap with:
 - no `/proc` for test binaries (so no `/proc/self/mem`, `/proc/self/exe` or peeking at
   other processes), and a test binary the sandbox can execute but not read;
 - all capabilities dropped, a new session, and death when the caller dies;
-- rlimits: CPU seconds, address space, file size, no core dumps, and a process count;
+- rlimits: CPU seconds, address space, file size, no core dumps, and a process count
+  (with one malloc arena, so that the address space a program needs does not grow
+  with the machine's cores);
 - for test binaries, a seccomp filter that refuses process creation (see seccomp.py:
   the process-count rlimit does not apply to root) and `getrandom`, with `/dev/zero`
   standing in for `/dev/urandom` and `/dev/random`: a test binary's hash maps, and so
@@ -218,7 +220,12 @@ class Sandbox:
         written to the command's standard input, which is then closed; proc=False
         leaves `/proc` out (test binaries need none).
         """
-        environment = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "RUST_BACKTRACE": "0", **(env or {})}
+        # One malloc arena: glibc reserves 64 MiB of address space per arena and makes up
+        # to 8 per core, so under the address-space limit a test that starts a hundred
+        # threads failed to spawn them (EAGAIN) on some runs, and on more cores would fail
+        # on every run. A verdict must not depend on the machine's core count or load.
+        environment = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "RUST_BACKTRACE": "0", "MALLOC_ARENA_MAX": "1",
+                       **(env or {})}
         if not self.isolated:
             environment["HOME"] = str(workdir)
             environment["TMPDIR"] = self.scratch(workdir)

@@ -58,6 +58,7 @@ from tabulate import tabulate
 from .comparison import suite_mismatch
 from .corpus.importers import import_rustlings, import_seed_json
 from .corpus.proofs import PROOFS_FILE, ProofLedger, rustc_release
+from .corpus.statistics import render_statistics, suite_statistics
 from .corpus.suites import SUITES_FILE, frozen_table, load_suites, select_suite
 from .koans import CorpusError, Koan, KoanFileError, load_corpus, load_families, load_koan
 from .verify.sandbox import Sandbox, SandboxUnavailable, Toolchain, ToolchainMissing
@@ -129,6 +130,14 @@ def _parser() -> argparse.ArgumentParser:
     freeze.add_argument("name", help="the new suite's name, e.g. eval-v2")
     freeze.add_argument("--description", default="", help="one line on what the suite holds")
     freeze.set_defaults(run=_freeze)
+
+    stats = koan_commands.add_parser("stats", parents=[common],
+                                     help="a suite's koans per family, error code and difficulty, its multi-error "
+                                          "share, recorded mutation scores and rustfix share")
+    stats.add_argument("--suite", help="the eval suite (default: the newest; `draft` for every eval koan)")
+    stats.add_argument("--rustfix", type=Path, metavar="RUN.json",
+                       help="a run file of the rustfix model on this suite, for the share it repairs")
+    stats.set_defaults(run=_stats)
 
     show = koan_commands.add_parser("show", parents=[common], help="print one koan")
     show.add_argument("id")
@@ -333,6 +342,20 @@ def _freeze(args) -> int:
         handle.write(("\n" if existing else "") + table)
     frozen = load_suites(args.koans, corpus)[-1]
     print(f"froze {frozen.name}: {len(frozen.koans)} eval koans, digest {frozen.digest}, in {path}")
+    return 0
+
+
+def _stats(args) -> int:
+    corpus = load_corpus(args.koans)
+    suite = select_suite(args.koans, corpus, args.suite)
+    rustc = rustc_release(Toolchain.detect().version)
+    ledger = ProofLedger.read(args.koans / PROOFS_FILE, rustc)
+    rustfix = read_run_file(args.rustfix) if args.rustfix else None
+    try:
+        stats = suite_statistics(suite, suite.members(corpus), ledger, rustc, rustfix, args.rustfix)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    print(render_statistics(stats), end="")
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import pytest
@@ -181,3 +182,58 @@ def test_an_unversioned_corpus_compares_a_changed_koan_apart_instead_of_refusing
     result = bench.runpytest("--sleepy-baseline=base.json")
     assert result.ret != pytest.ExitCode.USAGE_ERROR
     result.stdout.fnmatch_lines(["*changed since the baseline: bc_003*"])
+
+
+# -- sleepy koans stats ------------------------------------------------------------------
+
+
+def test_stats_count_families_codes_difficulties_and_multi_error_koans(corpus_dir, capsys):
+    freeze(corpus_dir, "eval-v1", EVAL)
+    assert main(["koans", "stats", "--koans", str(corpus_dir)]) == 0
+    out = capsys.readouterr().out
+    koans = [k for k in load_corpus(corpus_dir) if k.id in EVAL]
+    assert "suite eval-v1 (digest " in out and "): 4 koans" in out
+    assert re.search(r"borrow_checker +2 \(50\.0%\)", out) and re.search(r"trait_bounds +1 \(25\.0%\)", out)
+    multi = sum(len(set(k.expect)) >= 2 for k in koans)
+    assert f"multi-error koans (two or more codes in expect): {multi} ({100 * multi / 4:.1f}%)" in out
+    for code in {c for k in koans for c in k.expect}:
+        assert code in out
+
+
+def test_stats_name_the_koans_without_a_current_proof(corpus_dir, capsys):
+    freeze(corpus_dir, "eval-v1", EVAL)
+    main(["koans", "stats", "--koans", str(corpus_dir)])
+    assert "without a current proof (4; run `sleepy koans validate --mutants --record`): bc_001, bc_003" in capsys.readouterr().out
+
+
+def test_stats_give_the_share_a_rustfix_run_repaired(bench, capsys):
+    freeze(bench.path / "koans", "eval-v1", EVAL)
+    bench.runpytest("--sleepy-json=run.json")
+    assert main(["koans", "stats", "--koans", str(bench.path / "koans"), "--rustfix", str(bench.path / "run.json")]) == 0
+    assert "rustfix repairs 2 (50.0%) (95% CI 15.0-85.0%" in capsys.readouterr().out
+
+
+def test_stats_refuse_a_rustfix_run_of_another_suite_naming_both(bench, capsys):
+    freeze(bench.path / "koans", "eval-v1", ["bc_001"])
+    bench.runpytest("--sleepy-json=run.json")
+    freeze(bench.path / "koans", "eval-v2", EVAL)
+    assert main(["koans", "stats", "--koans", str(bench.path / "koans"), "--rustfix", str(bench.path / "run.json")]) == 2
+    assert "run.json: it ran the suite 'eval-v1', not 'eval-v2'; pass a rustfix run of eval-v2" in capsys.readouterr().err
+
+
+def test_the_repository_suite_eval_v2_meets_its_authoring_rules():
+    """200 eval koans, at least ten families, none over 15 %, logic bugs at least 15 %,
+    at least 20 % multi-error, a difficulty each, and every one proven at >= 90 %."""
+    from pytest_sleepy.corpus.proofs import PROOFS_FILE, ProofLedger, rustc_release
+    from pytest_sleepy.corpus.statistics import suite_statistics
+    from pytest_sleepy.verify.sandbox import Toolchain
+
+    corpus = load_corpus(REPO_ROOT / "koans")
+    suite = select_suite(REPO_ROOT / "koans", corpus, "eval-v2")
+    rustc = rustc_release(Toolchain.detect().version)
+    stats = suite_statistics(suite, suite.members(corpus), ProofLedger.read(REPO_ROOT / "koans" / PROOFS_FILE, rustc), rustc)
+    assert stats.koans >= 200 and len(stats.families) >= 10
+    assert max(stats.families.values()) <= 0.15 * stats.koans and stats.families["logic"] >= 0.15 * stats.koans
+    assert len(stats.multi_error) >= 0.20 * stats.koans
+    assert set(stats.difficulties) <= {1, 2, 3}
+    assert stats.unproven == [] and min(stats.scores.values()) >= 0.90

@@ -17,6 +17,7 @@ import pytest
 
 from conftest import REPO_ROOT, make_koan
 from pytest_sleepy.verify.sandbox import COMPILE_LIMITS, TEST_LIMITS
+from pytest_sleepy.prompts import describe_verdict
 from pytest_sleepy.verify.verifier import Verifier
 
 SIGNATURE = "pub fn total(items: Vec<u32>) -> u32"
@@ -196,7 +197,9 @@ def test_a_verdict_that_hangs_on_hash_order_is_the_same_on_every_run(sandbox, ko
                        "std::collections::hash_map::RandomState::new().hash_one(&items) as u32",)
     verdicts = [Verifier(sandbox, None).verify_candidate(koan, hashed) for _ in range(2)]
     assert verdicts[0].compiled and not verdicts[0].passed
-    assert verdicts[0].test_output == verdicts[1].test_output
+    # What the model is told of the failures (the test run's timing aside).
+    assert describe_verdict(verdicts[0]) == describe_verdict(verdicts[1])
+    assert "left: " in describe_verdict(verdicts[0])
 
 
 def test_two_hundred_threads_alive_at_once_start_on_every_run(sandbox, koan):

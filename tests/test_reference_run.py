@@ -24,6 +24,12 @@ REFERENCE = REPO_ROOT / "results" / "qwen2.5-coder-1.5b-instruct-q4_k_m"
 RUNS = sorted(REFERENCE.glob("run-*.json"))
 
 
+def suite_of(run_file: Path) -> str:
+    # run-baseline.json was recorded before run files named their suite: its 30 koans
+    # are eval-v1's (the digests of its outcomes say so).
+    return (read_run_file(run_file).provenance.get("suite") or {}).get("name", "eval-v1")
+
+
 def replay(run_file: Path, tmp_path: Path, *extra: str) -> tuple[subprocess.CompletedProcess, Path]:
     recorded = read_run_file(run_file)
     options = recorded.provenance["options"]
@@ -37,7 +43,7 @@ def replay(run_file: Path, tmp_path: Path, *extra: str) -> tuple[subprocess.Comp
                f"--model={recorded.provenance['model']['spec']}", f"--strategy={','.join(options['strategy'])}",
                f"--max-steps={options['max-steps']}", f"--sleepy-max-tokens={options['max-tokens']}",
                f"--sleepy-history={options.get('history', 'last')}", f"--sleepy-temperature={options['temperature']}",
-               f"--sleepy-seed={options['seed']}", f"--sleepy-suite={recorded.provenance['suite']['name']}",
+               f"--sleepy-seed={options['seed']}", f"--sleepy-suite={suite_of(run_file)}",
                "--sleepy-cache=read",
                f"--sleepy-cache-dir={cache}", f"--sleepy-json={out}", *extra]
     return subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True), out
@@ -66,7 +72,7 @@ def setup_of(run_file: Path) -> str:
 @pytest.mark.parametrize("run_file", RUNS, ids=[p.stem for p in RUNS])
 def test_the_readme_states_the_reference_runs_pass_rate(run_file):
     readme = (REPO_ROOT / "README.md").read_text()
-    suite = read_run_file(run_file).provenance["suite"]["name"]
+    suite = suite_of(run_file)
     for summary in json.loads(run_file.read_text())["aggregates"]["strategies"]:
         row = (f"| {suite} | Qwen2.5-Coder-1.5B-Instruct Q4_K_M, llamacpp | {summary['strategy']} | "
                f"{setup_of(run_file)} | {round(summary['solved'])}/{summary['koans']}")

@@ -21,11 +21,12 @@ from pathlib import Path
 from .agent import Attempt, repair
 from .corpus.suites import Suite, select_suite
 from .koans import Koan, KoanFileError, is_koan_file, load_families, load_koan
-from .models import CacheMiss, CompletionCache, GenerationSettings, load_model, parse_model_spec
+from .models import CacheMiss, CompletionCache, GenerationSettings, load_model
 from .results import ERROR, FAILED, PASSED, EpisodeLog, Outcome
 from .verify.sandbox import Sandbox, Toolchain
 from .settings import BenchmarkSettings, completion_cache_dir, verdict_cache_dir
-from .strategies import Strategy, load_strategies, select_strategies
+from .extensions import Extensions
+from .strategies import Strategy, add_strategies, load_strategies, select_strategies
 from .verify.verifier import VerificationCache, Verifier
 
 __all__ = ["Benchmark", "new_run_id", "git_state"]
@@ -45,14 +46,19 @@ class Benchmark:
         run_id: str | None = None,
         unsafe_no_sandbox: bool = False,
         rootdir: Path = Path("."),
+        extensions: Extensions | None = None,
     ):
         self.settings = settings
         self.rootdir = rootdir
         self.koans_dir = koans_dir
         self.run_id = run_id or new_run_id()
         self.unsafe_no_sandbox = unsafe_no_sandbox
-        self.strategies: list[Strategy] = select_strategies(load_strategies(strategies_dir), settings.strategy)
-        self.model = load_model(parse_model_spec(settings.model))
+        extensions = extensions or Extensions()
+        # Strategies may all come from hooks: then the folder need not exist.
+        folder = load_strategies(strategies_dir) if strategies_dir.is_dir() or not extensions.strategies else {}
+        self.strategies: list[Strategy] = select_strategies(
+            add_strategies(folder, extensions.strategies, strategies_dir), settings.strategy)
+        self.model = load_model(settings.model, extensions.backends)
         self.completions = CompletionCache(completion_cache_dir(settings.cache_dir), settings.cache)
         self.episodes = EpisodeLog(settings.episodes) if settings.episodes else None
         self._verifier: Verifier | None = None

@@ -55,21 +55,23 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from .comparison import suite_mismatch
+from .results.comparison import suite_mismatch
 from .corpus.importers import import_rustlings, import_seed_json
 from .corpus.proofs import PROOFS_FILE, ProofLedger, rustc_release
 from .corpus.statistics import render_statistics, suite_statistics
+from .progress import ProgressReport
 from .corpus.suites import SUITES_FILE, frozen_table, load_suites, select_suite
 from .koans import CorpusError, Koan, KoanFileError, load_corpus, load_families, load_koan
 from .verify.sandbox import Sandbox, SandboxUnavailable, Toolchain, ToolchainMissing
 from .corpus.validation import MIN_MUTATION_SCORE, KoanCheck, check_corpus
 from .settings import default_cache_dir, verdict_cache_dir
-from .strategies import StrategyError, load_strategies, select_strategies
+from .extensions import command_line_extensions
+from .strategies import StrategyError, add_strategies, load_strategies, select_strategies
 from .training.artifacts import ArtifactStore, default_artifacts_dir
 from .training.datasets import make_dpo, make_sft, make_variants
 from .training.leakage import LeakageGuard, audit, render_audit
 from .training.records import RecordFileError, read_records
-from .report import build_report, render, report_dict
+from .results.report import build_report, render, report_dict
 from .rescore import EpisodeFileError, read_episodes, rescore_run
 from .results import RunFile, RunFileError, read_run_file, write_run_file
 from .verify.verifier import MAX_CANDIDATE_BYTES, VerificationCache, Verifier
@@ -359,8 +361,15 @@ def _stats(args) -> int:
     return 0
 
 
+def _known_strategies(args) -> dict:
+    """The strategies folder's, and those installed packages add (hookspec.py)."""
+    added = command_line_extensions().strategies
+    folder = load_strategies(args.strategies) if args.strategies.is_dir() or not added else {}
+    return add_strategies(folder, added, args.strategies)
+
+
 def _strategies(args) -> int:
-    found = load_strategies(args.strategies)
+    found = _known_strategies(args)
     rows = [(s.name, s.max_steps or "--max-steps", s.description) for s in found.values()]
     print(tabulate(rows, headers=["strategy", "steps", "description"]))
     return 0
@@ -393,7 +402,7 @@ def _report(args) -> int:
     else:
         print(text)
     if args.heatmap:
-        from .heatmap import PlotsUnavailable, draw_heatmap
+        from .results.heatmap import PlotsUnavailable, draw_heatmap
 
         try:
             draw_heatmap(report.matrix, args.heatmap, title=f"forgetting matrix: {title}",
@@ -442,13 +451,14 @@ def _variants(args) -> int:
     cache = None if args.no_cache else verdict_cache_dir(args.cache_dir or default_cache_dir())
     started = time.perf_counter()
 
-    def progress(draw) -> None:
-        print(f"{draw.koan}: drew {draw.drawn}, kept {draw.kept}, duplicates {draw.duplicates}, "
-              f"discarded {draw.discarded}, refused {draw.refused} ({draw.seconds:.1f} s)", file=sys.stderr)
+    with ProgressReport(len(koans), "variants", unit="koan") as report:
+        def progress(draw) -> None:
+            report.step(f"{draw.koan}: drew {draw.drawn}, kept {draw.kept}, duplicates {draw.duplicates}, "
+                        f"discarded {draw.discarded}, refused {draw.refused} ({draw.seconds:.1f} s)")
 
-    result = make_variants(koans, _split(corpus, "eval"), args.output, per_koan=args.per_koan, seed=args.seed,
-                           leaks=args.split != "train", jobs=args.jobs, cache_dir=cache,
-                           unsafe_no_sandbox=args.unsafe_no_sandbox, progress=progress)
+        result = make_variants(koans, _split(corpus, "eval"), args.output, per_koan=args.per_koan, seed=args.seed,
+                               leaks=args.split != "train", jobs=args.jobs, cache_dir=cache,
+                               unsafe_no_sandbox=args.unsafe_no_sandbox, progress=progress)
     rows = [(d.koan, d.drawn, d.kept, d.duplicates, d.discarded, d.refused,
              ", ".join(f"{p} x{n}" for p, n in d.problems.most_common(2))) for d in result.draws]
     totals = [sum(r[i] for r in rows) for i in range(1, 6)]
@@ -466,7 +476,7 @@ def _guard(args) -> LeakageGuard:
 
 
 def _data_sft(args) -> int:
-    strategy = select_strategies(load_strategies(args.strategies), [args.strategy])[0]
+    strategy = select_strategies(_known_strategies(args), [args.strategy])[0]
     corpus = load_corpus(args.koans)
     verifier = _verifier(args)
     strategy.prepare(_split(corpus, "train"), verifier.verify_candidate)
@@ -559,7 +569,9 @@ def _validate(args) -> int:
     if args.record and not args.mutants:
         raise UsageError("--record keeps full proofs only: add --mutants")
     verifier = _verifier(args)
-    checks = check_corpus(koans, verifier, jobs=args.jobs, mutants=args.mutants)
+    with ProgressReport(len(koans), "validate" + (" --mutants" if args.mutants else ""), unit="koan") as report:
+        checks = check_corpus(koans, verifier, jobs=args.jobs, mutants=args.mutants,
+                              progress=lambda check: report.step(f"{check.koan.id}: {'ok' if check.ok else 'BAD'}"))
     print(tabulate([_check_row(c, args.mutants) for c in checks],
                    headers=["koan", "split", "family", "pattern", "buggy", "fixed", "alternatives", "decoys",
                             *(["mutants killed"] if args.mutants else []), "status"]))

@@ -10,23 +10,27 @@ of the selected split yields one item per strategy (and per sample), named
 `family_<family>`, `pattern_<pattern>`, `split_<split>` and `strategy_<name>` for
 `-m`. An item passes when the koan is repaired. Its `Outcome` rides in
 `report.user_properties`, so the controller aggregates the same records with or
-without xdist.
+without xdist; `koan`, `strategy`, `steps`, `reason` and `regression` ride there too,
+which `--junitxml` writes as the test case's properties. With `GITHUB_STEP_SUMMARY`
+set (GitHub Actions), the Markdown report is appended to that file.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 
 from .benchmark import Benchmark, new_run_id
-from .comparison import KoanState, baseline_columns, koan_states, reference_for, suite_mismatch
+from .extensions import ENTRY_POINT_GROUP, collect_extensions
+from .results.comparison import KoanState, baseline_columns, koan_states, reference_for, suite_mismatch
 from .corpus.suites import SuiteError
 from .koans import Koan, KoanFileError, is_koan_file
 from .models import ModelUnavailable
-from .report import RunReport, build_report, render, report_dict
+from .results.report import RunReport, build_report, render, report_dict
 from .results import ERROR, Outcome, RunFile, RunFileError, read_run_file, write_run_file
 from .verify.sandbox import SandboxUnavailable, ToolchainMissing
 from .settings import OPTIONS, SettingsError, resolve_settings
@@ -58,9 +62,17 @@ def pytest_addoption(parser):
     parser.addini("sleepy_strategies", "folder of strategy files, relative to the rootdir", default="strategies")
 
 
+def pytest_addhooks(pluginmanager):
+    from . import hookspec
+
+    pluginmanager.add_hookspecs(hookspec)
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "family_NAME: koans of one family, e.g. -m family_borrow_checker")
     config.addinivalue_line("markers", "pattern_NAME, split_NAME, strategy_NAME: select koans by pattern, split, strategy")
+    # Installed packages' hook implementations (hookspec.py), for pytest as for `sleepy`.
+    config.pluginmanager.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
     config.pluginmanager.register(SleepyPlugin(config), "sleepy-benchmark")
 
 
@@ -116,7 +128,8 @@ class SleepyPlugin:
             try:
                 self._benchmark = Benchmark(
                     self.settings, koans_dir=self.koans_dir, strategies_dir=self.strategies_dir, run_id=self.run_id,
-                    unsafe_no_sandbox=self.config.getoption("sleepy_unsafe_no_sandbox"), rootdir=Path(self.config.rootpath))
+                    unsafe_no_sandbox=self.config.getoption("sleepy_unsafe_no_sandbox"), rootdir=Path(self.config.rootpath),
+                    extensions=collect_extensions(self.config.hook))
             except (StrategyError, ValueError) as error:
                 raise pytest.UsageError(str(error)) from None
         return self._benchmark
@@ -214,11 +227,18 @@ class SleepyPlugin:
             return pytest.mark.xfail(reason=f"the baseline failed it too: {state.reason}", strict=False)
         return None
 
+    def regressed(self, item: "KoanItem", outcome: Outcome) -> bool:
+        """The baseline solved this koan (in some sample) and this item did not."""
+        if outcome.solved or outcome.status == ERROR:
+            return False
+        state, not_comparable = self.reference(item.koan, item.column)
+        return state is not None and not not_comparable and state.passed > 0
+
     def failure_text(self, item: "KoanItem", outcome: Outcome) -> str:
         if outcome.status == ERROR:
             return f"{item.name}: ERROR (not counted): {outcome.reason}"
-        state, not_comparable = self.reference(item.koan, item.column)
-        if state is not None and not not_comparable and state.passed:
+        if self.regressed(item, outcome):
+            state, _ = self.reference(item.koan, item.column)
             if state.total == 1 and self.settings.samples == 1:
                 return (f"REGRESSION: {item.koan.id} solved by baseline (run {self.baseline.run_id}), "
                         f"now: {outcome.reason}")
@@ -235,6 +255,8 @@ class SleepyPlugin:
                 self.outcomes, self.provenance(), strategies=list(self.settings.strategy), model=self.settings.model,
                 baseline=self.baseline, alpha=self.settings.alpha, gate=self.settings.gate if gated else None,
                 fail_under=self.settings.fail_under)
+            for added in self.config.hook.pytest_sleepy_summary_columns(config=self.config, summary=self._report.summary):
+                self._report.columns.extend(added or [])
         return self._report
 
     def provenance(self) -> dict:
@@ -303,7 +325,12 @@ class SleepyPlugin:
             run = RunFile(run_id=self.run_id, provenance=provenance, outcomes=self.sorted_outcomes(),
                           aggregates=aggregates)
             for path in paths:
-                write_run_file(path, run)
+                write_run_file(path, run, lambda data: self.config.hook.pytest_sleepy_update_run_file(
+                    config=self.config, run=data))
+        # On GitHub Actions, the job's summary page gets the report as Markdown.
+        if summary := os.environ.get("GITHUB_STEP_SUMMARY"):
+            with open(summary, "a", encoding="utf-8") as handle:
+                handle.write(render(report, "markdown", self.settings.matrix) + "\n")
 
 
 @pytest.fixture(scope="session")
@@ -391,6 +418,10 @@ class KoanItem(pytest.Item):
             self.user_properties.append((OUTAGE_KEY, f"pytest-sleepy: {error}"))
             raise
         self.user_properties.append((OUTCOME_KEY, outcome.to_dict()))
+        # What --junitxml shows of the koan, one property each.
+        self.user_properties += [("koan", self.koan.id), ("strategy", self.column), ("steps", outcome.steps),
+                                 ("reason", outcome.reason or "repaired"),
+                                 ("regression", str(plugin.regressed(self, outcome)).lower())]
         if not outcome.solved:
             raise KoanNotRepaired(plugin.failure_text(self, outcome))
 

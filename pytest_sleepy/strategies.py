@@ -85,7 +85,7 @@ class Strategy:
 
     def curriculum(self) -> dict | None:
         """The stages' pattern groups, `{"order": [...], "groups": {...}}`
-        (pytest_sleepy/continual.py), or None."""
+        (pytest_sleepy/results/continual.py), or None."""
         return None
 
     # Strategies that need trained artifacts (adapters, Share bases) set this and
@@ -138,6 +138,22 @@ def load_strategies(directory: Path) -> dict[str, Strategy]:
             raise StrategyError(f"{path}: STRATEGY.description is empty; give it a one-line description")
         strategies[strategy.name] = strategy
     return strategies
+
+
+def add_strategies(folder: dict[str, Strategy], added: dict, directory: Path) -> dict[str, Strategy]:
+    """The strategies of the folder and those hooks added (hookspec.py); a name taken
+    twice, or an added object that is not a described Strategy, is a StrategyError."""
+    found = dict(folder)
+    for name, strategy in added.items():
+        if not isinstance(strategy, Strategy) or strategy.name != name or not strategy.description:
+            raise StrategyError(f"a pytest_sleepy_add_strategies hook added {name!r} as {strategy!r}: add "
+                                "strategies[s.name] = s for an instance of pytest_sleepy.strategies.Strategy "
+                                "with a description")
+        if name in found:
+            raise StrategyError(f"strategy {name!r} is defined twice: in {directory / (name + '.py')} and by a "
+                                "pytest_sleepy_add_strategies hook; rename one")
+        found[name] = strategy
+    return found
 
 
 def select_strategies(known: dict[str, Strategy], names: Sequence[str]) -> list[Strategy]:

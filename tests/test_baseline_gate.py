@@ -186,3 +186,38 @@ def test_an_incomplete_run_file_is_refused_as_a_baseline(bench):
     result = bench.runpytest(*ONE_STEP, "--sleepy-baseline=partial.json")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*is from a session that stopped early*"])
+
+
+# -- CI conventions ---------------------------------------------------------------------
+
+
+def junit_properties(path) -> dict[str, dict[str, str]]:
+    """test case name -> its properties, from a --junitxml file."""
+    import xml.etree.ElementTree as ElementTree
+
+    cases = ElementTree.parse(path).getroot().iter("testcase")
+    return {case.get("name"): {p.get("name"): p.get("value") for p in case.iter("property")} for case in cases}
+
+
+def test_junitxml_carries_each_koans_strategy_steps_reason_and_regression_flag(changed_run):
+    changed_run.runpytest(*ONE_STEP, "--sleepy-baseline=base.json", "--junitxml=junit.xml")
+    properties = junit_properties(changed_run.path / "junit.xml")
+    lost, kept = properties["bc_001[baseline]"], properties["tb_008[baseline]"]
+    assert (lost["koan"], lost["strategy"], lost["steps"], lost["regression"]) == ("bc_001", "baseline", "1", "true")
+    assert lost["reason"] == "still E0382 after 1 step (step 1 unchanged)"
+    assert (kept["regression"], kept["reason"]) == ("false", "repaired")
+
+
+def test_junitxml_also_carries_the_properties_from_xdist_workers(changed_run):
+    changed_run.runpytest(*ONE_STEP, "--sleepy-baseline=base.json", "--junitxml=junit.xml", "-n", "2")
+    assert junit_properties(changed_run.path / "junit.xml")["bc_001[baseline]"]["regression"] == "true"
+
+
+def test_github_step_summary_gets_the_markdown_report(changed_run, monkeypatch):
+    summary = changed_run.path / "step-summary.md"
+    summary.write_text("earlier step\n")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    changed_run.runpytest(*ONE_STEP, "--sleepy-baseline=base.json")
+    text = summary.read_text()
+    assert text.startswith("earlier step\n")
+    assert "| strategy " in text and "| baseline " in text and "bc_001" in text

@@ -1,10 +1,10 @@
-"""Per-koan comparison with a baseline, the gate and the forgetting matrix (comparison.py)."""
+"""Per-koan comparison with a baseline, the gate and the forgetting matrix (pytest_sleepy/results/comparison.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from pytest_sleepy.comparison import (GAIN, GAIN_NOT_SIGNIFICANT, KEPT_FAIL, KEPT_PASS, LOSS, LOSS_NOT_SIGNIFICANT,
+from pytest_sleepy.results.comparison import (GAIN, GAIN_NOT_SIGNIFICANT, KEPT_FAIL, KEPT_PASS, LOSS, LOSS_NOT_SIGNIFICANT,
                                       NOT_COMPARED, BaselineComparison, KoanState, change_between, evaluate_gate,
                                       forgetting_matrix, reference_for, smallest_koan_p)
 from pytest_sleepy.results import Outcome, RunFile

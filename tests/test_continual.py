@@ -1,4 +1,4 @@
-"""Specification of the continual-learning metrics (pytest_sleepy/continual.py).
+"""Specification of the continual-learning metrics (pytest_sleepy/results/continual.py).
 
 Metric values are worked out by hand in the comments, from the definitions of
 Lopez-Paz & Ranzato 2017 (GEM: ACC, BWT, FWT) and Chaudhry et al. 2018 (RWalk:
@@ -12,7 +12,7 @@ import json
 
 import pytest
 
-from pytest_sleepy.continual import (
+from pytest_sleepy.results.continual import (
     LEGEND, AccuracyMatrix, Curriculum, accuracy_matrix, continual_metrics, render_continual,
 )
 from pytest_sleepy.results import Outcome

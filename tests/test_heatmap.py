@@ -1,4 +1,4 @@
-"""The forgetting matrix drawn as a PNG heatmap (pytest_sleepy.heatmap)."""
+"""The forgetting matrix drawn as a PNG heatmap (pytest_sleepy.results.heatmap)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ pytest.importorskip("matplotlib")
 
 from matplotlib.image import imread  # noqa: E402
 
-from pytest_sleepy.comparison import (GAIN, GAIN_NOT_SIGNIFICANT, KEPT_FAIL, KEPT_PASS, LOSS,  # noqa: E402
+from pytest_sleepy.results.comparison import (GAIN, GAIN_NOT_SIGNIFICANT, KEPT_FAIL, KEPT_PASS, LOSS,  # noqa: E402
                                       LOSS_NOT_SIGNIFICANT, NOT_COMPARED, ForgettingMatrix)
-from pytest_sleepy.heatmap import CATEGORIES, PlotsUnavailable, draw_heatmap  # noqa: E402
+from pytest_sleepy.results.heatmap import CATEGORIES, PlotsUnavailable, draw_heatmap  # noqa: E402
 
 COLUMNS = ["baseline run: baseline", "hints", "lora"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -12,6 +12,7 @@ Backends are imported only when chosen, so `rustfix` needs neither torch nor a s
 from __future__ import annotations
 
 from .base import (
+    BACKENDS,
     Completion,
     CompletionRequest,
     GenerationSettings,
@@ -33,12 +34,24 @@ __all__ = [
 DEFAULT_MODEL = "rustfix"
 
 
-def load_model(spec: str | ModelSpec) -> Model:
+def load_model(spec: str | ModelSpec, added: dict | None = None) -> Model:
     """Build the backend for `spec`. Bad settings raise ValueError naming them; a backend
     that cannot run here raises ModelUnavailable. Loading weights or contacting a server
-    happens here or in `preflight()`, never silently per request."""
+    happens here or in `preflight()`, never silently per request. `added` maps the names
+    of backends that hooks added (hookspec.py) to their factories."""
+    added = added or {}
+    taken = sorted(set(added) & set(BACKENDS))
+    if taken:
+        raise ValueError(f"a pytest_sleepy_add_backends hook added {', '.join(taken)}, a built-in backend's "
+                         "name: give the backend a name of its own")
     if isinstance(spec, str):
-        spec = parse_model_spec(spec)
+        spec = parse_model_spec(spec, tuple(added))
+    if spec.backend in added:
+        model = added[spec.backend](spec)
+        if not isinstance(model, Model):
+            raise ValueError(f"--model={spec.text!r}: the {spec.backend} backend's factory returned "
+                             f"{type(model).__name__}, not a pytest_sleepy.models.Model")
+        return model
     if spec.backend == "rustfix":
         from .rustfix import RustfixModel
 

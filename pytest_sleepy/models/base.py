@@ -185,15 +185,16 @@ def register_peft_adapter(adapters: dict[str, Path], identity: str, directory: P
 BACKENDS = ("rustfix", "ollama", "hf", "llamacpp", "openai")
 
 
-def parse_model_spec(text: str) -> ModelSpec:
-    """Parse `--model`; a ValueError names the option and lists what is accepted."""
+def parse_model_spec(text: str, added: tuple[str, ...] = ()) -> ModelSpec:
+    """Parse `--model`; a ValueError names the option and lists what is accepted.
+    `added` names the backends that hooks added (hookspec.py)."""
     base, _, query = text.strip().partition("?")
     backend, _, name = base.partition(":")
-    if backend not in BACKENDS:
+    if backend not in BACKENDS and backend not in added:
         raise ValueError(
             f"--model={text!r}: unknown backend {backend!r}; use one of "
             "rustfix, ollama:NAME (e.g. ollama:qwen2.5-coder:7b), hf:NAME_OR_PATH, llamacpp:PATH.gguf, "
-            "openai:MODEL?base_url=URL"
+            "openai:MODEL?base_url=URL" + "".join(f", {extra}:NAME" for extra in added)
         )
     examples = {"ollama": "qwen2.5-coder:7b", "hf": "Qwen/Qwen2.5-Coder-1.5B-Instruct",
                 "llamacpp": "models/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",

@@ -42,12 +42,13 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .jsonfiles import write_json_atomic
-from .stats import detectable_difference, exact_mcnemar, pass_at_k, wilson_interval
+from ..jsonfiles import write_json_atomic
+from ..stats import detectable_difference, exact_mcnemar, pass_at_k, wilson_interval
 
 __all__ = [
     "Outcome", "StrategySummary", "Comparison", "RunSummary", "EpisodeLog", "columns_in_order",
-    "RunFile", "RunFileError", "write_run_file", "read_run_file", "ALPHA", "RUN_FORMAT",
+    "RunFile", "RunFileError", "write_run_file", "read_run_file", "ALPHA", "RUN_FORMAT", "RUN_VERSION",
+    "PASSED", "FAILED", "ERROR", "power_of", "is_underpowered",
 ]
 
 ALPHA = 0.05
@@ -298,8 +299,13 @@ class RunFile:
                 "outcomes": [o.to_dict() for o in self.outcomes], "aggregates": self.aggregates}
 
 
-def write_run_file(path: Path | str, run: RunFile) -> None:
-    write_json_atomic(path, run.to_dict(), indent=1)
+def write_run_file(path: Path | str, run: RunFile, amend=None) -> None:
+    """Write `run`; `amend(data)` may first change its JSON object in place (the
+    pytest_sleepy_update_run_file hook)."""
+    data = run.to_dict()
+    if amend is not None:
+        amend(data)
+    write_json_atomic(path, data, indent=1)
 
 
 def read_run_file(path: Path | str) -> RunFile:

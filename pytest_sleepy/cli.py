@@ -56,6 +56,7 @@ from pathlib import Path
 from tabulate import tabulate
 
 from .results.comparison import suite_mismatch
+from .bundled import KOANS_PACKAGE, STRATEGIES_PACKAGE, folder_or_bundled
 from .corpus.importers import import_rustlings, import_seed_json
 from .corpus.proofs import PROOFS_FILE, ProofLedger, rustc_release
 from .corpus.statistics import render_statistics, suite_statistics
@@ -89,6 +90,12 @@ def main(argv: list[str] | None = None) -> int:
     if not hasattr(args, "run"):
         parser.print_help()
         return 2
+    # Unnamed folders: ./koans and ./strategies, else those installed with the package.
+    if "koans" in vars(args):
+        args.koans = folder_or_bundled(Path("koans"), KOANS_PACKAGE, named=False) if args.koans is None else args.koans
+    if "strategies" in vars(args):
+        args.strategies = (folder_or_bundled(Path("strategies"), STRATEGIES_PACKAGE, named=False)
+                           if args.strategies is None else args.strategies)
     try:
         return args.run(args)
     except (UsageError, CorpusError, KoanFileError, SandboxUnavailable, ToolchainMissing, StrategyError,
@@ -108,7 +115,8 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(title="commands")
 
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--koans", type=Path, default=Path("koans"), metavar="DIR", help="koan corpus (default: ./koans)")
+    common.add_argument("--koans", type=Path, default=None, metavar="DIR",
+                        help="koan corpus (default: ./koans, or the koans installed with pytest-sleepy when there is none)")
     common.add_argument("--no-cache", action="store_true", help="bypass the verification cache")
     common.add_argument("--cache-dir", type=Path, default=None, metavar="DIR",
                         help="verification cache (default: $SLEEPY_CACHE_DIR or ./.sleepy/cache)")
@@ -173,8 +181,9 @@ def _parser() -> argparse.ArgumentParser:
     importer.set_defaults(run=_import)
 
     strategies = commands.add_parser("strategies", help="list the strategies --strategy can name")
-    strategies.add_argument("--strategies", type=Path, default=Path("strategies"), metavar="DIR",
-                            help="folder of strategy files (default: ./strategies)")
+    strategies.add_argument("--strategies", type=Path, default=None, metavar="DIR",
+                            help="folder of strategy files (default: ./strategies, or those installed with "
+                                 "pytest-sleepy when there is none)")
     strategies.set_defaults(run=_strategies)
 
     report = commands.add_parser("report", help="reprint a run's summary and forgetting matrix from its run file")
@@ -218,7 +227,8 @@ def _parser() -> argparse.ArgumentParser:
     sft.add_argument("variants_file", type=Path, metavar="VARIANTS.jsonl")
     sft.add_argument("-o", "--output", type=Path, required=True, metavar="FILE.jsonl")
     sft.add_argument("--strategy", default="baseline", help="whose prompt builder to use (default baseline)")
-    sft.add_argument("--strategies", type=Path, default=Path("strategies"), metavar="DIR")
+    sft.add_argument("--strategies", type=Path, default=None, metavar="DIR",
+                     help="folder of strategy files (default: as for `sleepy strategies`)")
     sft.add_argument("--run", dest="weights_run", type=Path, metavar="RUN.json",
                      help="weight records by how this run's model did on each source koan")
     sft.set_defaults(run=_data_sft)

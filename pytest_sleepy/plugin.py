@@ -4,7 +4,8 @@ Only glue lives here; every decision is made by the plain modules it calls:
 settings (options), benchmark (one process's run), results (aggregation, run file)
 and report (tables).
 
-Items: every koan file under the `sleepy_koans` folder (ini option, default `koans`)
+Items: every koan file under the `sleepy_koans` folder (ini option, default `koans`,
+else the koans installed with the package: `pytest --pyargs pytest_sleepy_koans`)
 of the selected split yields one item per strategy (and per sample), named
 `bc_001[baseline]` (`bc_001[baseline-2]` with `--sleepy-samples`), and marked
 `family_<family>`, `pattern_<pattern>`, `split_<split>` and `strategy_<name>` for
@@ -25,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from .benchmark import Benchmark, new_run_id
+from .bundled import KOANS_PACKAGE, STRATEGIES_PACKAGE, bundled_dir, folder_or_bundled
 from .extensions import ENTRY_POINT_GROUP, collect_extensions
 from .results.comparison import KoanState, baseline_columns, koan_states, reference_for, suite_mismatch
 from .corpus.suites import SuiteError
@@ -58,8 +60,11 @@ def pytest_addoption(parser):
         default=False,
         help="verify candidates without bubblewrap: model-written code then runs with your rights",
     )
-    parser.addini("sleepy_koans", "folder of koan files, relative to the rootdir", default="koans")
-    parser.addini("sleepy_strategies", "folder of strategy files, relative to the rootdir", default="strategies")
+    # Unset (""): ./koans and ./strategies, else those installed with the package (bundled.py).
+    parser.addini("sleepy_koans", "folder of koan files, relative to the rootdir (default: koans, or the "
+                  "koans installed with pytest-sleepy when there is none)", default="")
+    parser.addini("sleepy_strategies", "folder of strategy files, relative to the rootdir (default: strategies, "
+                  "or those installed with pytest-sleepy when there is none)", default="")
 
 
 def pytest_addhooks(pluginmanager):
@@ -82,8 +87,12 @@ class SleepyPlugin:
     def __init__(self, config):
         self.config = config
         rootdir = Path(config.rootpath)
-        self.koans_dir = (rootdir / config.getini("sleepy_koans")).resolve()
-        self.strategies_dir = (rootdir / config.getini("sleepy_strategies")).resolve()
+        # Without a koans (strategies) folder of its own, a project runs those that
+        # ship with the package (bundled.py).
+        koans, strategies = config.getini("sleepy_koans"), config.getini("sleepy_strategies")
+        self.koans_dir = folder_or_bundled((rootdir / (koans or "koans")).resolve(), KOANS_PACKAGE, named=bool(koans))
+        self.strategies_dir = folder_or_bundled((rootdir / (strategies or "strategies")).resolve(), STRATEGIES_PACKAGE,
+                                                named=bool(strategies))
         pyproject = rootdir / "pyproject.toml"
         cli = {option.dest: config.getoption(option.dest) for option in OPTIONS}
         try:
@@ -137,7 +146,10 @@ class SleepyPlugin:
     def selects_koans(self) -> bool:
         """Whether this session's arguments reach into the koans folder."""
         for arg in self.config.args:
-            path = Path(self.config.invocation_params.dir, arg.split("::")[0]).resolve()
+            target = arg.split("::")[0]
+            # --pyargs names packages (pytest_sleepy_koans): where they are installed.
+            package = bundled_dir(target) if self.config.option.pyargs and target.isidentifier() else None
+            path = package or Path(self.config.invocation_params.dir, target).resolve()
             if path == self.koans_dir or self.koans_dir in path.parents or path in self.koans_dir.parents:
                 return True
         return False

@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .agent import Attempt, repair
+from .prompts import describe_verdict
 from .corpus.suites import Suite, select_suite
 from .koans import Koan, KoanFileError, is_koan_file, load_families, load_koan
 from .models import CacheMiss, CompletionCache, GenerationSettings, load_model
@@ -244,6 +245,8 @@ class Benchmark:
                 "error_codes": verdict.error_codes, "tests_passed": verdict.tests_passed,
                 "tests_failed": verdict.tests_failed, "tests_total": verdict.tests_total,
                 "failed_tests": verdict.failed_tests, "timed_out": verdict.timed_out, "tampering": verdict.tampering,
+                # rustc's diagnostics or the failing tests, as the next prompt would show them.
+                "feedback": describe_verdict(verdict),
             },
             "model_error": attempt.model_error,
             "tokens_in": attempt.tokens_in,

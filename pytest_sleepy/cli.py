@@ -72,7 +72,8 @@ from .training.artifacts import ArtifactStore, default_artifacts_dir
 from .training.datasets import make_dpo, make_sft, make_variants
 from .training.leakage import LeakageGuard, audit, render_audit
 from .training.records import RecordFileError, read_records
-from .results.report import build_report, render, report_dict
+from .results.report import RunReport, build_report, render, report_dict
+from .results.view import render_view, write_view
 from .rescore import EpisodeFileError, read_episodes, rescore_run
 from .results import RunFile, RunFileError, read_run_file, write_run_file
 from .verify.verifier import MAX_CANDIDATE_BYTES, VerificationCache, Verifier
@@ -197,6 +198,16 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
     report.add_argument("-o", "--output", type=Path, metavar="FILE", help="write the report here instead of stdout")
     report.set_defaults(run=_report)
+
+    view = commands.add_parser("view", help="write a run as one self-contained HTML file: summary, forgetting "
+                                            "matrix, and every koan's attempts, with filters")
+    view.add_argument("run_file", type=Path, metavar="RUN.json")
+    view.add_argument("--vs", type=Path, metavar="BASE.json", help="compare with this baseline run file")
+    view.add_argument("--episodes", type=Path, metavar="EP.jsonl",
+                      help="the run's episodes (--sleepy-episodes): each koan's page then shows its attempts")
+    view.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
+    view.add_argument("-o", "--output", type=Path, required=True, metavar="report.html")
+    view.set_defaults(run=_view)
 
     rescore = commands.add_parser("rescore", parents=[common],
                                   help="re-verify a run's stored candidates under the current verifier (no model)")
@@ -390,7 +401,8 @@ def _strategy_order(run: RunFile) -> list[str]:
     return names or sorted({o.strategy for o in run.outcomes})
 
 
-def _report(args) -> int:
+def _saved_report(args) -> tuple[RunFile, RunFile | None, RunReport]:
+    """The run file, its baseline (--vs) and the report of the two, for report and view."""
     run = read_run_file(args.run_file)
     baseline = read_run_file(args.vs) if args.vs else None
     if not 0 < args.alpha < 1:
@@ -400,6 +412,23 @@ def _report(args) -> int:
         raise UsageError(f"--vs {args.vs} {mismatch}")
     report = build_report(run.outcomes, run.provenance, strategies=_strategy_order(run),
                           model=run.provenance.get("model", {}).get("spec", ""), baseline=baseline, alpha=args.alpha)
+    return run, baseline, report
+
+
+def _view(args) -> int:
+    run, baseline, report = _saved_report(args)
+    episodes = read_episodes(args.episodes) if args.episodes else []
+    if episodes and not any(e.get("run_id") == run.run_id for e in episodes):
+        raise UsageError(f"--episodes {args.episodes}: no episode of run {run.run_id} in it; pass the file that "
+                         "run wrote with --sleepy-episodes")
+    write_view(args.output, render_view(report, run.outcomes, run_id=run.run_id, episodes=episodes,
+                                        baseline_id=baseline.run_id if baseline else ""))
+    print(f"html view: {args.output}")
+    return 0
+
+
+def _report(args) -> int:
+    run, baseline, report = _saved_report(args)
     if args.format == "json":
         text = json.dumps(report_dict(report), indent=1)
     else:

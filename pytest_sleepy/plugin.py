@@ -33,7 +33,8 @@ from .corpus.suites import SuiteError
 from .koans import Koan, KoanFileError, is_koan_file
 from .models import ModelUnavailable
 from .results.report import RunReport, build_report, render, report_dict
-from .results import ERROR, Outcome, RunFile, RunFileError, read_run_file, write_run_file
+from .results.view import render_view, write_view
+from .results import ERROR, EpisodeLog, Outcome, RunFile, RunFileError, read_run_file, write_run_file
 from .verify.sandbox import SandboxUnavailable, ToolchainMissing
 from .settings import OPTIONS, SettingsError, resolve_settings
 from .strategies import StrategyError
@@ -105,6 +106,11 @@ class SleepyPlugin:
             # worker only loads, so --sleepy-retrain must not make each train again.
             self.settings = dataclasses.replace(self.settings, retrain=False)
         self.run_id = config.workerinput["sleepy_run_id"] if self.worker else new_run_id()
+        if self.settings.html and not self.settings.episodes:
+            # The view shows every attempt: keep them, one file per run, which every
+            # worker derives from the shared run id.
+            self.settings = dataclasses.replace(
+                self.settings, episodes=self.settings.cache_dir / "episodes" / f"{self.run_id}.jsonl")
         self.started = datetime.now(timezone.utc).isoformat(timespec="seconds")
         # One outcome per item (a rerun plugin reports an item twice: the last stands).
         self._outcomes: dict[tuple, Outcome] = {}
@@ -307,6 +313,8 @@ class SleepyPlugin:
         for path in (self.settings.json, self.settings.save_baseline):
             if path and not (getattr(self, "stopped_early", False) and path == self.settings.save_baseline):
                 terminalreporter.write_line(f"run file: {path}")
+        if self.settings.html:
+            terminalreporter.write_line(f"html view: {self.settings.html}")
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session):
@@ -339,6 +347,11 @@ class SleepyPlugin:
             for path in paths:
                 write_run_file(path, run, lambda data: self.config.hook.pytest_sleepy_update_run_file(
                     config=self.config, run=data))
+        if self.settings.html:
+            episodes = EpisodeLog(self.settings.episodes).read() if self.settings.episodes.is_file() else []
+            write_view(self.settings.html, render_view(report, self.sorted_outcomes(), run_id=self.run_id,
+                                                       episodes=episodes,
+                                                       baseline_id=self.baseline.run_id if self.baseline else ""))
         # On GitHub Actions, the job's summary page gets the report as Markdown.
         if summary := os.environ.get("GITHUB_STEP_SUMMARY"):
             with open(summary, "a", encoding="utf-8") as handle:

@@ -16,6 +16,7 @@ or a list); the command line wins. Paths in pyproject.toml are relative to that 
 | suite            | --sleepy-suite         | newest    | the frozen eval suite (koans/suites.toml): eval-v1, eval-v2, ... |
 | json             | --sleepy-json          | (none)    | write the run file here |
 | episodes         | --sleepy-episodes      | (none)    | append one JSON line per attempt here |
+| html             | --sleepy-html          | (none)    | write the run's HTML view here (results/view.py) |
 | cache            | --sleepy-cache         | rw        | record/replay of completions: off, read, write, rw |
 | cache-dir        | --sleepy-cache-dir     | $SLEEPY_CACHE_DIR or .sleepy/cache under the rootdir |
 | baseline         | --sleepy-baseline      | (none)    | compare with this run file; the exit status becomes the gate |
@@ -172,6 +173,7 @@ OPTIONS = (
     Option("suite", "--sleepy-suite", None, _text, "the eval suite to run (koans/suites.toml; default: the newest)"),
     Option("json", "--sleepy-json", None, _text, "write the run file (JSON) to PATH", is_path=True),
     Option("episodes", "--sleepy-episodes", None, _text, "append one JSON line per attempt to PATH", is_path=True),
+    Option("html", "--sleepy-html", None, _text, "write the run's HTML view (one self-contained file) to PATH", is_path=True),
     Option("cache", "--sleepy-cache", "rw", _choice(CACHE_MODES), "completion record/replay: off, read (replay only), write, rw"),
     Option("cache-dir", "--sleepy-cache-dir", None, _text, "cache folder (default $SLEEPY_CACHE_DIR or .sleepy/cache)", is_path=True),
     Option("baseline", "--sleepy-baseline", None, _text, "compare with this run file; the exit status becomes the regression gate", is_path=True),
@@ -201,6 +203,7 @@ class BenchmarkSettings:
     suite: str | None = None
     json: Path | None = None
     episodes: Path | None = None
+    html: Path | None = None
     cache: str = "rw"
     cache_dir: Path = field(default_factory=default_cache_dir)
     baseline: Path | None = None

@@ -49,6 +49,8 @@ def test_the_wheel_holds_every_subpackage_every_koan_and_every_strategy(wheel):
         assert f"pytest_sleepy_koans/{extra}" in names
     for strategy in (REPO_ROOT / "strategies").glob("[a-z]*.py"):
         assert f"pytest_sleepy_strategies/{strategy.name}" in names
+    for template in (REPO_ROOT / "pytest_sleepy" / "results" / "templates").iterdir():
+        assert f"pytest_sleepy/results/templates/{template.name}" in names
 
 
 def test_the_installed_wheel_collects_the_newest_eval_suite_from_an_empty_directory(installed, tmp_path):
@@ -65,9 +67,11 @@ def test_the_installed_wheel_repairs_bundled_koans_with_its_bundled_strategies(i
     empty = tmp_path / "empty"
     empty.mkdir()
     done = subprocess.run([str(installed), "-m", "pytest", "--pyargs", "pytest_sleepy_koans", "-k", "bc_001 or bc_003",
-                           "-p", "no:cacheprovider", "--strategy=baseline,hints"], cwd=empty,
+                           "-p", "no:cacheprovider", "--strategy=baseline,hints", "--sleepy-html=report.html"],
+                          cwd=empty,
                           capture_output=True, text=True)
     # rustfix repairs bc_001 and not bc_003, whichever strategy asks.
     assert "2 failed, 2 passed" in done.stdout, done.stdout[-3000:]
     assert "pass rates by strategy (suite eval-v2" in done.stdout
     assert not (empty / "koans").exists()
+    assert 'class="page"' in (empty / "report.html").read_text()

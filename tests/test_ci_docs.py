@@ -37,11 +37,13 @@ def test_the_workflow_installs_bubblewrap_and_caches_the_completion_cache():
     assert cache["with"]["path"] == ".sleepy/cache/completions"
 
 
-def test_the_workflow_runs_against_a_baseline_and_uploads_the_run_and_junit():
+def test_the_workflow_runs_against_a_baseline_and_uploads_the_report_the_run_and_junit():
     benchmark = next(step["run"] for step in steps() if step.get("run", "").startswith("pytest"))
     assert "--sleepy-baseline=" in benchmark and "--junitxml=junit.xml" in benchmark
+    assert "--sleepy-html=report.html" in benchmark
     upload = next(step for step in steps() if step.get("uses", "").startswith("actions/upload-artifact@"))
-    assert upload["if"] == "always()" and "junit.xml" in upload["with"]["path"]
+    assert upload["if"] == "always()"
+    assert set(upload["with"]["path"].split()) == {"report.html", "run.json", "junit.xml"}
 
 
 def test_every_option_the_page_names_exists():

@@ -64,6 +64,7 @@ from types import MappingProxyType
 
 from .jsonfiles import write_json_atomic
 from .koans import Koan
+from .progress import training_reporter
 from .training.records import WEIGHT_CLASSES
 from .training.lora import TrainConfig
 
@@ -731,8 +732,11 @@ def _train(buffer: FeedbackBuffer, state: dict, records: list[dict]) -> dict:
     material = training_material("feedback", base_model=identity, base_name=base_name, records=records,
                                  hyperparameters=train.to_dict(), seed=train.seed)
     last = [0.0]
+    # The worker's output is its log file: plain lines there (a bar on a terminal).
+    lines = training_reporter("feedback training", lambda line: print(line, flush=True))
 
     def progress(step: int, steps: int, loss: float, tokens_per_second: float, eta: float) -> None:
+        lines(step, steps, loss, tokens_per_second, eta)
         now = time.monotonic()
         if step == steps or step == 1 or now - last[0] >= 1.0:
             last[0] = now

@@ -156,3 +156,36 @@ def test_a_forgetting_matrix_cell_opens_the_koans_page(browser, reference_view):
 def test_the_browser_loads_nothing_but_the_file(browser, reference_view):
     browser.get(reference_view.as_uri())
     assert browser.execute_script("return performance.getEntriesByType('resource').length") == 0
+
+
+# -- what only some runs have ---------------------------------------------------------------
+
+
+def staged_and_routed_run(path):
+    """A run of a staged strategy (two training stages) and a routed one."""
+    from pytest_sleepy.results import Outcome, RunFile, RunSummary, write_run_file
+
+    items = []
+    for stage, solved in ((0, set()), (1, {"bc_001", "bc_002"}), (2, {"bc_002", "bc_003"})):
+        for koan in ("bc_001", "bc_002", "bc_003", "bc_004"):
+            items.append(Outcome(koan=koan, strategy="lora", sample=0, seed=0, status="passed" if koan in solved
+                                 else "failed", reason="" if koan in solved else "still E0382 after 1 step",
+                                 family="borrow_checker", pattern="early" if koan < "bc_003" else "late",
+                                 split="eval", koan_digest="d", steps=1, stage=stage, variant=f"stage{stage}"))
+    for koan, pattern, route in (("bc_001", "early", "early"), ("bc_002", "early", "late"), ("bc_003", "late", "late")):
+        items.append(Outcome(koan=koan, strategy="share_routed", sample=0, seed=0, status="passed", reason="",
+                             family="borrow_checker", pattern=pattern, split="eval", koan_digest="d", steps=1,
+                             route=route))
+    provenance = {"strategies": [{"name": "lora"}, {"name": "share_routed"}], "model": {"spec": "hf:tiny"},
+                  "options": {"samples": 1}, "curriculum": {"order": ["g1", "g2"],
+                                                            "groups": {"g1": ["early"], "g2": ["late"]}}}
+    write_run_file(path, RunFile("staged", provenance, items,
+                                 RunSummary.from_outcomes(items, ["lora", "share_routed"]).to_dict()))
+
+
+def test_the_view_shows_continual_learning_metrics_and_the_routers_confusion(tmp_path):
+    staged_and_routed_run(tmp_path / "run.json")
+    assert main(["view", str(tmp_path / "run.json"), "-o", str(tmp_path / "view.html")]) == 0
+    html = (tmp_path / "view.html").read_text()
+    assert "continual learning: lora" in html and "ACC " in html and "BWT " in html
+    assert "router of share_routed" in html

@@ -31,6 +31,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..koans import Koan
+from ..progress import training_reporter
 from ..results import Outcome
 from ..verify.verifier import Verifier
 from .artifacts import Artifact, ArtifactStore, artifact_key, records_digest, training_material
@@ -155,11 +156,7 @@ class TrainingContext:
         return TrainConfig.from_table(dict(overrides), f"strategies/{strategy.name}.py train_overrides", base=self.config)
 
     def _progress(self, label: str):
-        def report(step: int, steps: int, loss: float, tokens_per_second: float, eta: float) -> None:
-            if step == 1 or step == steps or step % max(1, steps // 10) == 0:
-                self.say(f"training {label}: step {step}/{steps} loss {loss:.4f} "
-                         f"{tokens_per_second:.0f} tok/s ETA {eta:.0f} s")
-        return report
+        return training_reporter(f"training {label}", self.say)
 
     def lora(self, strategy, records: Sequence[dict], *, name: str = "", config: TrainConfig | None = None) -> str:
         """Train (or load) a LoRA adapter on `records`; returns its identity, registered

@@ -47,7 +47,7 @@ from pytest_sleepy.verify import verifier as verifier_module
 from pytest_sleepy.verify.harness import hidden_test_names
 from pytest_sleepy.verify.rustlex import bracket_pairs, tokenize
 from pytest_sleepy.verify.sandbox import TEST_LIMITS
-from pytest_sleepy.verify.verifier import MAX_CANDIDATE_BYTES, Verdict, Verifier
+from pytest_sleepy.verify.verifier import MAX_CANDIDATE_BYTES, WORKDIR_PREFIX, Verdict, Verifier
 
 CORPUS = load_corpus(REPO_ROOT / "koans")
 KOANS = {koan.id: koan for koan in CORPUS}
@@ -107,7 +107,9 @@ def host(tmp_path, monkeypatch):
     assert _host_grew(before, _host_state()) is None, _host_grew(before, _host_state())
 
 
-ATTACK_FILE_PREFIXES = ("sleepy-fill", "sleepy-big", "sleepy-escaped", "sleepy-verify-")
+# This process's own verification directories only: other xdist workers verify at the
+# same time, and theirs come and go.
+ATTACK_FILE_PREFIXES = ("sleepy-fill", "sleepy-big", "sleepy-escaped", f"{WORKDIR_PREFIX}{os.getpid()}-")
 
 
 def _host_state() -> dict:

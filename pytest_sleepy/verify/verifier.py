@@ -64,6 +64,7 @@ TEST_BINARY = "candidate_tests"
 # Where the candidate sits, as rustc's spans name it: the rustc path, the cargo path.
 CANDIDATE_FILES = ("candidate.rs", "src/main.rs")
 OUTPUT_KEPT = 8000  # characters of test output kept in a verdict
+WORKDIR_PREFIX = "sleepy-verify-"
 
 
 class Verifier:
@@ -92,7 +93,9 @@ class Verifier:
         key = self.cache_key(koan, code) if self.cache else None
         if key and (cached := self.cache.get(key)) is not None:
             return cached
-        workdir = Path(tempfile.mkdtemp(prefix="sleepy-verify-"))
+        # The process id in the name tells whose work directory it is (tests check
+        # that a verification leaves none behind while other processes verify too).
+        workdir = Path(tempfile.mkdtemp(prefix=f"{WORKDIR_PREFIX}{os.getpid()}-"))
         try:
             verdict = self._build_and_test(koan, code, workdir)
         finally:

@@ -10,8 +10,11 @@
     benchmark's own: pytest's start, collection, verification, prompts, the plugin,
     and loading the model once (measured apart, in the same run, and shown both ways).
     Target: the benchmark's own share <= 5 % of the wall time.
-(b) With `--openai-server`: throughput of `openai:` against one llama.cpp server with
-    two slots, `-n 1` against `-n 2` on the same koans, as a ratio of wall times.
+(b) With `--openai-server`: throughput of `openai:` against one llama.cpp server
+    (llama-cpp-python's `python -m llama_cpp.server`), `-n 1` against `-n 2` on the same
+    koans, as a ratio of wall times. That server answers one request at a time (it has
+    no `--parallel` slots, unlike llama.cpp's own `llama-server`), so `-n 2` can only
+    overlap one worker's verification and prompt building with the other's generation.
 """
 
 from __future__ import annotations
@@ -83,7 +86,7 @@ def main() -> int:
         if args.openai_server:
             port = free_port()
             server = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host",
-                                       "127.0.0.1", "--port", str(port), "--n_ctx", "8192", "--n_parallel", "2"],
+                                       "127.0.0.1", "--port", str(port), "--n_ctx", "8192"],
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             try:
                 deadline = time.monotonic() + 120

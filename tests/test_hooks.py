@@ -104,9 +104,9 @@ def test_hooks_also_run_under_xdist(bench):
     bench.runpytest("--strategy=terse", "-n", "2").assert_outcomes(passed=2, failed=2)
 
 
-def test_an_installed_package_adds_a_strategy_through_the_entry_point_group(tmp_path):
-    """A distribution on the path whose entry points name a hook module under
-    `pytest_sleepy`: the sleepy command lists its strategy."""
+def installed_hooks(tmp_path):
+    """A distribution on a path folder whose entry points name a hook module under
+    `pytest_sleepy`, as `pip install` would leave it."""
     site = tmp_path / "site"
     (site / "terse_hooks").mkdir(parents=True)
     (site / "terse_hooks" / "__init__.py").write_text(TERSE_STRATEGY)
@@ -114,6 +114,17 @@ def test_an_installed_package_adds_a_strategy_through_the_entry_point_group(tmp_
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: terse-hooks\nVersion: 1.0\n")
     (info / "entry_points.txt").write_text("[pytest_sleepy]\nterse = terse_hooks\n")
+    return site
+
+
+def test_an_installed_package_adds_a_strategy_to_pytest_through_the_entry_point_group(bench, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", str(installed_hooks(bench.path)))
+    result = bench.runpytest_subprocess("--strategy=terse", "--collect-only", "-q")
+    result.stdout.fnmatch_lines(["*bc_001.toml::bc_001[[]terse[]]", "4 tests collected*"])
+
+
+def test_an_installed_package_adds_a_strategy_to_the_sleepy_command(tmp_path):
+    site = installed_hooks(tmp_path)
     listed = subprocess.run([sys.executable, "-m", "pytest_sleepy.cli", "strategies",
                              "--strategies", str(REPO_ROOT / "strategies")],
                             capture_output=True, text=True, env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"})

@@ -27,7 +27,7 @@ from .results import ERROR, FAILED, PASSED, EpisodeLog, Outcome
 from .verify.sandbox import Sandbox, Toolchain
 from .settings import BenchmarkSettings, completion_cache_dir, verdict_cache_dir
 from .extensions import Extensions
-from .strategies import Strategy, add_strategies, load_strategies, select_strategies
+from .strategies import Strategy, known_strategies, select_strategies
 from .verify.verifier import VerificationCache, Verifier
 
 __all__ = ["Benchmark", "new_run_id", "git_state"]
@@ -55,10 +55,8 @@ class Benchmark:
         self.run_id = run_id or new_run_id()
         self.unsafe_no_sandbox = unsafe_no_sandbox
         extensions = extensions or Extensions()
-        # Strategies may all come from hooks: then the folder need not exist.
-        folder = load_strategies(strategies_dir) if strategies_dir.is_dir() or not extensions.strategies else {}
         self.strategies: list[Strategy] = select_strategies(
-            add_strategies(folder, extensions.strategies, strategies_dir), settings.strategy)
+            known_strategies(strategies_dir, extensions.strategies), settings.strategy)
         self.model = load_model(settings.model, extensions.backends)
         self.completions = CompletionCache(completion_cache_dir(settings.cache_dir), settings.cache)
         self.episodes = EpisodeLog(settings.episodes) if settings.episodes else None

@@ -67,15 +67,15 @@ from .verify.sandbox import Sandbox, SandboxUnavailable, Toolchain, ToolchainMis
 from .corpus.validation import MIN_MUTATION_SCORE, KoanCheck, check_corpus
 from .settings import default_cache_dir, verdict_cache_dir
 from .extensions import command_line_extensions
-from .strategies import StrategyError, add_strategies, load_strategies, select_strategies
+from .strategies import StrategyError, known_strategies, select_strategies
 from .training.artifacts import ArtifactStore, default_artifacts_dir
 from .training.datasets import make_dpo, make_sft, make_variants
 from .training.leakage import LeakageGuard, audit, render_audit
 from .training.records import RecordFileError, read_records
 from .results.report import RunReport, build_report, render, report_dict
 from .results.view import render_view, write_view
-from .rescore import EpisodeFileError, read_episodes, rescore_run
-from .results import RunFile, RunFileError, read_run_file, write_run_file
+from .rescore import rescore_run
+from .results import EpisodeFileError, RunFile, RunFileError, read_episodes, read_run_file, write_run_file
 from .verify.verifier import MAX_CANDIDATE_BYTES, VerificationCache, Verifier
 
 __all__ = ["main"]
@@ -384,9 +384,7 @@ def _stats(args) -> int:
 
 def _known_strategies(args) -> dict:
     """The strategies folder's, and those installed packages add (hookspec.py)."""
-    added = command_line_extensions().strategies
-    folder = load_strategies(args.strategies) if args.strategies.is_dir() or not added else {}
-    return add_strategies(folder, added, args.strategies)
+    return known_strategies(args.strategies, command_line_extensions().strategies)
 
 
 def _strategies(args) -> int:

@@ -1,4 +1,8 @@
-"""Moved to `pytest_sleepy.results.continual`; this module keeps old imports working."""
+"""Moved to `pytest_sleepy.results.continual`; this name is the same module, so that old
+imports (every name, not only `__all__`) keep working."""
 
-from .results.continual import *  # noqa: F401,F403
-from .results.continual import __all__  # noqa: F401
+import sys
+
+from .results import continual as _moved
+
+sys.modules[__name__] = _moved

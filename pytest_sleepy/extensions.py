@@ -2,7 +2,7 @@
 
 The pytest plugin asks its own plugin manager (conftest files, pytest plugins and the
 `pytest_sleepy` entry-point group); the `sleepy` command builds a plugin manager of the
-entry-point group alone.
+entry-point group alone, and uses its strategies (no command loads a model).
 """
 
 from __future__ import annotations
@@ -26,10 +26,25 @@ class Extensions:
 
 
 def collect_extensions(hook) -> Extensions:
-    """Ask every implementation of the add hooks of `hook` (a plugin manager's `.hook`)."""
-    found = Extensions()
-    hook.pytest_sleepy_add_backends(backends=found.backends)
-    hook.pytest_sleepy_add_strategies(strategies=found.strategies)
+    """Ask every implementation of the add hooks of `hook` (a plugin manager's `.hook`),
+    each with a dict of its own, so that two adding one name is an error, not a silent
+    replacement."""
+    return Extensions(backends=_gather(hook.pytest_sleepy_add_backends, "backends"),
+                      strategies=_gather(hook.pytest_sleepy_add_strategies, "strategies"))
+
+
+def _gather(caller, argument: str) -> dict:
+    found: dict = {}
+    by: dict[str, str] = {}
+    for implementation in caller.get_hookimpls():
+        added: dict = {}
+        implementation.function(**{argument: added})
+        for name in added:
+            if name in found:
+                raise ValueError(f"{name!r} is added twice, by {by[name]} and by {implementation.plugin_name} "
+                                 f"(pytest_sleepy_add_{argument}): give one another name")
+            by[name] = implementation.plugin_name
+        found.update(added)
     return found
 
 

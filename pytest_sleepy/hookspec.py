@@ -2,7 +2,7 @@
 
 Implement them in a `conftest.py`, in a pytest plugin, or in an installed package that
 names a module of hook implementations under the entry-point group `pytest_sleepy`
-(which the `sleepy` command reads too, having no conftest files)::
+(which the `sleepy` command reads too, for the strategies: it loads no model)::
 
     [project.entry-points.pytest_sleepy]
     mybackends = "mypackage.sleepy_hooks"
@@ -22,14 +22,15 @@ hookspec = pluggy.HookspecMarker("pytest")
 def pytest_sleepy_add_backends(backends: dict) -> None:
     """Add model backends: `backends["name"] = factory`, where `factory(spec)` takes a
     `pytest_sleepy.models.ModelSpec` and returns a `pytest_sleepy.models.Model`. Then
-    `--model=name:MODEL?key=value` builds one. A built-in backend cannot be replaced."""
+    `--model=name:MODEL?key=value` builds one. A built-in backend's name, or a name
+    another implementation added, is an error."""
 
 
 @hookspec
 def pytest_sleepy_add_strategies(strategies: dict) -> None:
     """Add strategies: `strategies[strategy.name] = strategy`, each an instance of
-    `pytest_sleepy.strategies.Strategy`, beside those of the strategies folder (whose
-    names win: a name may be taken once)."""
+    `pytest_sleepy.strategies.Strategy`, beside those of the strategies folder. A name
+    may be taken once: a name the folder or another implementation has is an error."""
 
 
 @hookspec

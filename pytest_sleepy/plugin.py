@@ -34,7 +34,7 @@ from .koans import Koan, KoanFileError, is_koan_file
 from .models import ModelUnavailable
 from .results.report import RunReport, build_report, render, report_dict
 from .results.view import render_view, write_view
-from .results import ERROR, EpisodeLog, Outcome, RunFile, RunFileError, read_run_file, write_run_file
+from .results import ERROR, EpisodeFileError, Outcome, RunFile, RunFileError, read_episodes, read_run_file, write_run_file
 from .verify.sandbox import SandboxUnavailable, ToolchainMissing
 from .settings import OPTIONS, SettingsError, resolve_settings
 from .strategies import StrategyError
@@ -314,7 +314,9 @@ class SleepyPlugin:
             if path and not (getattr(self, "stopped_early", False) and path == self.settings.save_baseline):
                 terminalreporter.write_line(f"run file: {path}")
         if self.settings.html:
-            terminalreporter.write_line(f"html view: {self.settings.html}")
+            terminalreporter.write_line(f"html view: {self.settings.html} (episodes: {self.settings.episodes})")
+            if warning := getattr(self, "view_warning", ""):
+                terminalreporter.write_line(f"warning: {warning}")
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session):
@@ -348,7 +350,12 @@ class SleepyPlugin:
                 write_run_file(path, run, lambda data: self.config.hook.pytest_sleepy_update_run_file(
                     config=self.config, run=data))
         if self.settings.html:
-            episodes = EpisodeLog(self.settings.episodes).read() if self.settings.episodes.is_file() else []
+            try:
+                episodes = read_episodes(self.settings.episodes) if self.settings.episodes.is_file() else []
+            except EpisodeFileError as error:
+                # The run is done and judged: show it without the attempts rather than not at all.
+                self.view_warning = f"the view shows no attempts: {error}"
+                episodes = []
             write_view(self.settings.html, render_view(report, self.sorted_outcomes(), run_id=self.run_id,
                                                        episodes=episodes,
                                                        baseline_id=self.baseline.run_id if self.baseline else ""))

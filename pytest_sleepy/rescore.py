@@ -40,16 +40,13 @@ from pathlib import Path
 from . import verifier as verifier_module
 from .agent import NO_CODE_AFTER_A_CHANGE, _steps, _still
 from .koans import Koan
-from .results import ERROR, FAILED, PASSED, Outcome, RunFile, RunSummary
+from .results import ERROR, FAILED, PASSED, EpisodeFileError, Outcome, RunFile, RunSummary, read_episodes
 from .verify.verifier import Verifier
 
 __all__ = ["RescoreChange", "RescoreResult", "EpisodeFileError", "rescore_run", "read_episodes"]
 
 _EPISODE_FIELDS = ("koan", "strategy", "sample", "step", "code")
 
-
-class EpisodeFileError(ValueError):
-    """An episode file is missing or malformed; the message names the file and line."""
 
 
 @dataclass
@@ -74,33 +71,6 @@ class RescoreResult:
     changed: list[RescoreChange] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (item label, why it was kept as is)
     rescored: int = 0  # outcomes re-verified (changed or not)
-
-
-def read_episodes(path: Path | str) -> list[dict]:
-    """The episode records of a JSON-lines file (blank lines ignored)."""
-    path = Path(path)
-    records = []
-    try:
-        with open(path, encoding="utf-8") as handle:
-            for number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except ValueError as error:
-                    raise EpisodeFileError(
-                        f"{path}, line {number}: not JSON ({error}); pass a file written by --sleepy-episodes"
-                    ) from None
-                if not isinstance(record, dict):
-                    raise EpisodeFileError(
-                        f"{path}, line {number}: expected a JSON object (one episode), not {type(record).__name__}"
-                    )
-                records.append(record)
-    except OSError as error:
-        raise EpisodeFileError(f"{path}: cannot read the episode file: {error.strerror}") from None
-    except UnicodeDecodeError as error:
-        raise EpisodeFileError(f"{path}: not UTF-8 text ({error.reason}); pass a file written by --sleepy-episodes") from None
-    return records
 
 
 def rescore_run(run: RunFile, episodes: list[dict], koans: dict[str, Koan], verifier: Verifier) -> RescoreResult:

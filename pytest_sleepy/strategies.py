@@ -27,7 +27,8 @@ from .models.base import Message
 from .prompts import repair_messages
 from .verify.verifier import Verdict
 
-__all__ = ["Strategy", "StepView", "StrategyError", "load_strategies", "select_strategies", "Verify"]
+__all__ = ["Strategy", "StepView", "StrategyError", "load_strategies", "add_strategies", "known_strategies",
+           "select_strategies", "Verify"]
 
 Verify = Callable[[Koan, str], Verdict]
 
@@ -154,6 +155,13 @@ def add_strategies(folder: dict[str, Strategy], added: dict, directory: Path) ->
                                 "pytest_sleepy_add_strategies hook; rename one")
         found[name] = strategy
     return found
+
+
+def known_strategies(directory: Path, added: dict) -> dict[str, Strategy]:
+    """The strategies folder's and those hooks added; with added strategies the folder
+    may be missing."""
+    folder = load_strategies(directory) if directory.is_dir() or not added else {}
+    return add_strategies(folder, added, directory)
 
 
 def select_strategies(known: dict[str, Strategy], names: Sequence[str]) -> list[Strategy]:

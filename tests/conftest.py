@@ -18,6 +18,12 @@ pytest_plugins = ["pytester"]
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+
+@pytest.fixture(autouse=True)
+def no_github_step_summary(monkeypatch):
+    """The sessions these tests start must not write to a real job's summary page."""
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+
 @pytest.fixture(scope="session")
 def toolchain() -> Toolchain:
     return Toolchain.detect()

@@ -131,3 +131,11 @@ def test_an_installed_package_adds_a_strategy_to_the_sleepy_command(tmp_path):
     assert listed.returncode == 0, listed.stderr
     assert "terse" in listed.stdout and "added by a conftest hook" in listed.stdout
     assert "baseline" in listed.stdout
+
+
+def test_two_implementations_adding_one_strategy_name_is_an_error(bench):
+    bench.makeconftest(TERSE_STRATEGY)
+    bench.makepyfile(terse_again=TERSE_STRATEGY)
+    bench.syspathinsert()
+    result = bench.runpytest("-p", "terse_again", "--strategy=terse")
+    result.stderr.fnmatch_lines(["*'terse' is added twice, by * and by *(pytest_sleepy_add_strategies)*"])

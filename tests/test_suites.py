@@ -218,7 +218,16 @@ def test_stats_refuse_a_rustfix_run_of_another_suite_naming_both(bench, capsys):
     bench.runpytest("--sleepy-json=run.json")
     freeze(bench.path / "koans", "eval-v2", EVAL)
     assert main(["koans", "stats", "--koans", str(bench.path / "koans"), "--rustfix", str(bench.path / "run.json")]) == 2
-    assert "run.json: it ran the suite 'eval-v1', not 'eval-v2'; pass a rustfix run of eval-v2" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "run.json: it ran the suite 'eval-v1' (digest " in err and "not 'eval-v2' (digest " in err
+    assert "pass a rustfix run of eval-v2" in err
+
+
+def test_stats_refuse_a_rustfix_run_of_part_of_the_suite(bench, capsys):
+    freeze(bench.path / "koans", "eval-v1", EVAL)
+    bench.runpytest("--sleepy-json=run.json", "-k", "bc_001")
+    assert main(["koans", "stats", "--koans", str(bench.path / "koans"), "--rustfix", str(bench.path / "run.json")]) == 2
+    assert "it ran 1 of the suite's 4 koans with 1 strategies" in capsys.readouterr().err
 
 
 def test_the_repository_suite_eval_v2_meets_its_authoring_rules():

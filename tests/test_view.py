@@ -13,7 +13,7 @@ import pytest
 
 from conftest import REPO_ROOT
 from pytest_sleepy.cli import main
-from pytest_sleepy.results import EpisodeLog, read_run_file
+from pytest_sleepy.results import read_episodes, read_run_file
 from pytest_sleepy.results.report import build_report
 from pytest_sleepy.results.view import page_id, render_view
 
@@ -26,7 +26,7 @@ def reference_view(tmp_path_factory):
     """The view of baseline and hints together, as one two-strategy run."""
     runs = [read_run_file(REFERENCE / f"run-{name}.json") for name in ("baseline", "hints")]
     outcomes = [o for run in runs for o in run.outcomes]
-    episodes = [e for name in ("baseline", "hints") for e in EpisodeLog(REFERENCE / f"episodes-{name}.jsonl").read()]
+    episodes = [e for name in ("baseline", "hints") for e in read_episodes(REFERENCE / f"episodes-{name}.jsonl")]
     report = build_report(outcomes, runs[1].provenance, strategies=["baseline", "hints"],
                           model=runs[1].provenance["model"]["spec"])
     html = render_view(report, outcomes, run_id="reference", episodes=episodes,
@@ -50,14 +50,14 @@ def test_every_koan_and_strategy_has_a_page_with_every_attempt(reference_view):
     for koan in ("bc_001", "tb_010"):
         for strategy in ("baseline", "hints"):
             assert f'id="{page_id(koan, strategy)}"' in html
-    steps = [e for e in EpisodeLog(REFERENCE / "episodes-hints.jsonl").read() if e["koan"] == "bc_008"]
+    steps = [e for e in read_episodes(REFERENCE / "episodes-hints.jsonl") if e["koan"] == "bc_008"]
     page = html.split(f'id="{page_id("bc_008", "hints")}"')[1].split('class="page"')[0]
     assert page.count('<div class="step">') == len(steps) == 3
 
 
 def test_model_answers_are_escaped_not_markup(tmp_path):
     run = read_run_file(REFERENCE / "run-baseline.json")
-    episodes = EpisodeLog(REFERENCE / "episodes-baseline.jsonl").read()[:1]
+    episodes = read_episodes(REFERENCE / "episodes-baseline.jsonl")[:1]
     episodes[0]["response"] = "<script>alert('pwned')</script>"
     report = build_report(run.outcomes, run.provenance, strategies=["baseline"])
     html = render_view(report, run.outcomes, run_id=run.run_id, episodes=episodes)
@@ -70,7 +70,7 @@ def test_sleepy_view_writes_the_view_of_a_run_file_with_its_episodes(tmp_path, c
                  "--episodes", str(REFERENCE / "episodes-hints.jsonl"), "-o", str(out)]) == 0
     html = out.read_text()
     assert "against" in html and "Regression gate" not in html
-    assert html.count('<div class="step">') == len(EpisodeLog(REFERENCE / "episodes-hints.jsonl").read())
+    assert html.count('<div class="step">') == len(read_episodes(REFERENCE / "episodes-hints.jsonl"))
 
 
 def test_sleepy_view_refuses_episodes_of_another_run(tmp_path, capsys):
@@ -189,3 +189,32 @@ def test_the_view_shows_continual_learning_metrics_and_the_routers_confusion(tmp
     html = (tmp_path / "view.html").read_text()
     assert "continual learning: lora" in html and "ACC " in html and "BWT " in html
     assert "router of share_routed" in html
+
+
+def test_pages_of_look_alike_strategies_and_samples_have_their_own_anchors():
+    ids = {page_id("bc_001", "lora:stage1"), page_id("bc_001", "lora_stage1"), page_id("bc_001", "lora_stage1", 1)}
+    assert len(ids) == 3
+
+
+def test_each_sample_is_labelled_by_what_it_did(tmp_path):
+    """A koan solved in two samples of three keeps passing; its failed sample is still
+    failing, not "solved"."""
+    from pytest_sleepy.results import Outcome
+
+    items = [Outcome(koan="bc_001", strategy="baseline", sample=n, seed=n, status=status, reason=reason,
+                     family="borrow_checker", pattern="use_after_move", split="eval", koan_digest="d", steps=1)
+             for n, (status, reason) in enumerate([("passed", ""), ("failed", "still E0382 after 1 step"),
+                                                   ("passed", "")])]
+    report = build_report(items, {}, strategies=["baseline"])
+    html = render_view(report, items, run_id="r")
+    rows = re.findall(r'<tr class="koan-row"[^>]*data-outcome="([^"]+)"', html)
+    assert rows == ["solved", "still failing", "solved"]
+
+
+def test_a_bad_line_in_the_episodes_leaves_the_view_without_attempts(bench):
+    bench.runpytest("--sleepy-html=report.html", "--sleepy-episodes=ep.jsonl", "--max-steps=1")
+    with open(bench.path / "ep.jsonl", "a") as handle:
+        handle.write("{not json\n")
+    result = bench.runpytest("--sleepy-html=report.html", "--sleepy-episodes=ep.jsonl", "--max-steps=1")
+    result.stdout.fnmatch_lines(["warning: the view shows no attempts: *ep.jsonl, line *: not JSON*"])
+    assert 'class="page"' in (bench.path / "report.html").read_text()

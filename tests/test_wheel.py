@@ -3,6 +3,7 @@ koans and strategies, and runs the bundled eval suite from an empty directory.""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -22,8 +23,15 @@ def run(command: list[str], **kwargs) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("dist")
-    run([sys.executable, "-m", "build", "--wheel", "--outdir", str(out), str(REPO_ROOT)])
+    """Built from a copy of the files git knows (tracked, or new and not ignored), so that
+    no leftover of an earlier build in the working tree can slip into it."""
+    source, out = tmp_path_factory.mktemp("source"), tmp_path_factory.mktemp("dist")
+    listed = run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=REPO_ROOT).stdout
+    for name in filter(None, listed.split("\0")):
+        if (REPO_ROOT / name).is_file():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO_ROOT / name, source / name)
+    run([sys.executable, "-m", "build", "--wheel", "--outdir", str(out), str(source)])
     [built] = out.glob("pytest_sleepy-*.whl")
     return built
 

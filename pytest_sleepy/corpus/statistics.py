@@ -75,10 +75,19 @@ def suite_statistics(suite: Suite, members: list[Koan], ledger: ProofLedger, rus
         model = rustfix.provenance.get("model", {}).get("spec", "")
         if not model.startswith("rustfix"):
             raise ValueError(f"{where}: its model is {model!r}, not rustfix; pass a run of `pytest --model=rustfix`")
-        ran = (rustfix.provenance.get("suite") or {}).get("name")
-        if ran != suite.name:
-            raise ValueError(f"{where}: it ran the suite {ran!r}, not {suite.name!r}; "
-                             f"pass a rustfix run of {suite.name} (pytest --sleepy-suite={suite.name})")
+        ran = rustfix.provenance.get("suite") or {}
+        if ran.get("name") != suite.name or ran.get("digest") != suite.digest:
+            raise ValueError(f"{where}: it ran the suite {ran.get('name')!r} (digest {ran.get('digest')}), not "
+                             f"{suite.name!r} (digest {suite.digest}); pass a rustfix run of {suite.name} "
+                             f"(pytest --sleepy-suite={suite.name})")
+        if rustfix.provenance.get("complete") is False:
+            raise ValueError(f"{where}: the session stopped early, so it judged only some koans; run the suite whole")
+        strategies = {o.column for o in rustfix.outcomes}
+        ran_koans = {o.koan for o in rustfix.outcomes}
+        if len(strategies) != 1 or ran_koans != {k.id for k in members}:
+            raise ValueError(f"{where}: it ran {len(ran_koans)} of the suite's {len(members)} koans with "
+                             f"{len(strategies)} strategies; the share needs one strategy over every koan "
+                             "(no -k, no second --strategy)")
         solved = {o.koan for o in rustfix.outcomes if o.solved}
         stats.rustfix_solved = sorted(solved)
         stats.rustfix_run = str(where)

@@ -48,7 +48,7 @@ from ..stats import detectable_difference, exact_mcnemar, pass_at_k, wilson_inte
 __all__ = [
     "Outcome", "StrategySummary", "Comparison", "RunSummary", "EpisodeLog", "columns_in_order",
     "RunFile", "RunFileError", "write_run_file", "read_run_file", "ALPHA", "RUN_FORMAT", "RUN_VERSION",
-    "PASSED", "FAILED", "ERROR", "power_of", "is_underpowered",
+    "PASSED", "FAILED", "ERROR", "power_of", "is_underpowered", "EpisodeFileError", "read_episodes",
 ]
 
 ALPHA = 0.05
@@ -278,9 +278,36 @@ class EpisodeLog:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
-    def read(self) -> list[dict]:
-        with open(self.path, encoding="utf-8") as handle:
-            return [json.loads(line) for line in handle if line.strip()]
+
+class EpisodeFileError(ValueError):
+    """An episode file is missing or malformed; the message names the file and line."""
+
+
+def read_episodes(path: Path | str) -> list[dict]:
+    """The episode records of a JSON-lines file (blank lines ignored)."""
+    path = Path(path)
+    records = []
+    try:
+        with open(path, encoding="utf-8") as handle:
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except ValueError as error:
+                    raise EpisodeFileError(
+                        f"{path}, line {number}: not JSON ({error}); pass a file written by --sleepy-episodes"
+                    ) from None
+                if not isinstance(record, dict):
+                    raise EpisodeFileError(
+                        f"{path}, line {number}: expected a JSON object (one episode), not {type(record).__name__}"
+                    )
+                records.append(record)
+    except OSError as error:
+        raise EpisodeFileError(f"{path}: cannot read the episode file: {error.strerror}") from None
+    except UnicodeDecodeError as error:
+        raise EpisodeFileError(f"{path}: not UTF-8 text ({error.reason}); pass a file written by --sleepy-episodes") from None
+    return records
 
 
 class RunFileError(ValueError):

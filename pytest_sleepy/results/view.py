@@ -16,6 +16,7 @@ answers and koan code are text, never markup.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections import defaultdict
 from datetime import datetime, timezone
@@ -43,16 +44,21 @@ _environment = Environment(loader=PackageLoader("pytest_sleepy.results", "templa
                            autoescape=select_autoescape(["html"]), trim_blocks=True, lstrip_blocks=True)
 
 
-def page_id(koan: str, column: str) -> str:
-    """The anchor of a koan x strategy page (strategy:variant columns included)."""
-    return "page-" + re.sub(r"[^A-Za-z0-9_-]", "_", f"{koan}--{column}")
+def page_id(koan: str, column: str, sample: int = 0) -> str:
+    """The anchor of a koan x strategy (x sample) page: readable, and made unique by a
+    short hash, since `lora:stage1` and `lora_stage1` read alike once sanitised."""
+    digest = hashlib.sha256(f"{koan}\0{column}\0{sample}".encode()).hexdigest()[:6]
+    return "page-" + re.sub(r"[^A-Za-z0-9_-]", "_", f"{koan}--{column}") + f"-{digest}"
 
 
 def _outcome_class(outcome: Outcome, cell: str) -> str:
+    """The koan's gain or loss when this item went that way; otherwise what this item
+    (one sample) did: with samples, a koan's cell is its majority, not every sample's."""
     if outcome.status == ERROR:
         return "error"
-    if cell in OUTCOME_CLASSES:
-        return OUTCOME_CLASSES[cell]
+    kind = OUTCOME_CLASSES.get(cell)
+    if kind == "not compared" or (kind == "gained" and outcome.solved) or (kind == "lost" and not outcome.solved):
+        return kind
     return "solved" if outcome.solved else "still failing"
 
 
@@ -65,7 +71,8 @@ def render_view(report: RunReport, outcomes: list[Outcome], *, run_id: str, epis
     runs = episode_runs or {run_id}
     attempts: dict[tuple, list[dict]] = defaultdict(list)
     for episode in episodes:
-        if episode.get("run_id") in runs:
+        # Records of other runs, or that are not attempts at all, are not shown.
+        if episode.get("run_id") in runs and all(key in episode for key in ("koan", "strategy", "step")):
             column = f"{episode['strategy']}:{episode['variant']}" if episode.get("variant") else episode["strategy"]
             attempts[(episode["koan"], column, episode.get("sample", 0))].append(episode)
     items = []
@@ -74,7 +81,7 @@ def render_view(report: RunReport, outcomes: list[Outcome], *, run_id: str, epis
         steps = sorted(attempts.get((outcome.koan, outcome.column, outcome.sample), []), key=lambda e: e["step"])
         items.append({
             "outcome": outcome, "cell": cell, "class": _outcome_class(outcome, cell),
-            "page": page_id(outcome.koan, outcome.column) + (f"-{outcome.sample}" if outcome.sample else ""),
+            "page": page_id(outcome.koan, outcome.column, outcome.sample),
             "attempts": steps,
         })
     matrix_rows = []

@@ -34,7 +34,8 @@ from .koans import Koan, KoanFileError, is_koan_file
 from .models import ModelUnavailable
 from .results.report import RunReport, build_report, render, report_dict
 from .results.view import render_view, write_view
-from .results import ERROR, EpisodeFileError, Outcome, RunFile, RunFileError, read_episodes, read_run_file, write_run_file
+from .results import (ERROR, EpisodeFileError, Outcome, RunFile, RunFileError, column_name, read_episodes,
+                      read_run_file, write_run_file)
 from .verify.sandbox import SandboxUnavailable, ToolchainMissing
 from .settings import OPTIONS, SettingsError, resolve_settings
 from .strategies import StrategyError
@@ -439,7 +440,7 @@ class KoanItem(pytest.Item):
     @property
     def column(self) -> str:
         """The strategy, or strategy:variant, as in outcomes and the forgetting matrix."""
-        return f"{self.strategy}:{self.variant}" if self.variant else self.strategy
+        return column_name(self.strategy, self.variant)
 
     def runtest(self):
         plugin: SleepyPlugin = self.config.pluginmanager.get_plugin("sleepy-benchmark")

@@ -31,13 +31,11 @@ the verifier VERSION and when.
 from __future__ import annotations
 
 import copy
-import json
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
 
-from . import verifier as verifier_module
+from .verify import verifier as verifier_module
 from .agent import NO_CODE_AFTER_A_CHANGE, _steps, _still
 from .koans import Koan
 from .results import ERROR, FAILED, PASSED, EpisodeFileError, Outcome, RunFile, RunSummary, read_episodes
@@ -46,7 +44,6 @@ from .verify.verifier import Verifier
 __all__ = ["RescoreChange", "RescoreResult", "EpisodeFileError", "rescore_run", "read_episodes"]
 
 _EPISODE_FIELDS = ("koan", "strategy", "sample", "step", "code")
-
 
 
 @dataclass
@@ -195,11 +192,8 @@ def _rescore(outcome: Outcome, koan: Koan, records: list[dict], verifier: Verifi
 
 
 def _label(outcome: Outcome) -> str:
-    variant = getattr(outcome, "variant", "")
-    column = f"{outcome.strategy}:{variant}" if variant else outcome.strategy
-    stage = getattr(outcome, "stage", None)
-    suffix = f", stage {stage}" if stage is not None else ""
-    return f"{outcome.koan}[{column}-{outcome.sample}{suffix}]"
+    suffix = f", stage {outcome.stage}" if outcome.stage is not None else ""
+    return f"{outcome.koan}[{outcome.column}-{outcome.sample}{suffix}]"
 
 
 def _first_line(text: str) -> str:

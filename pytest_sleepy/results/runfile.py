@@ -46,7 +46,7 @@ from ..jsonfiles import write_json_atomic
 from ..stats import detectable_difference, exact_mcnemar, pass_at_k, wilson_interval
 
 __all__ = [
-    "Outcome", "StrategySummary", "Comparison", "RunSummary", "EpisodeLog", "columns_in_order",
+    "Outcome", "StrategySummary", "Comparison", "RunSummary", "EpisodeLog", "column_name", "columns_in_order",
     "RunFile", "RunFileError", "write_run_file", "read_run_file", "ALPHA", "RUN_FORMAT", "RUN_VERSION",
     "PASSED", "FAILED", "ERROR", "power_of", "is_underpowered", "EpisodeFileError", "read_episodes",
 ]
@@ -55,6 +55,11 @@ ALPHA = 0.05
 RUN_FORMAT = "pytest-sleepy/run"
 RUN_VERSION = 1
 PASSED, FAILED, ERROR = "passed", "failed", "error"
+
+
+def column_name(strategy: str, variant: str = "") -> str:
+    """The strategy, or strategy:variant: how outcomes, items and episodes name a column."""
+    return f"{strategy}:{variant}" if variant else strategy
 
 
 @dataclass
@@ -93,7 +98,7 @@ class Outcome:
     @property
     def column(self) -> str:
         """The strategy, or strategy:variant: one column of the forgetting matrix."""
-        return f"{self.strategy}:{self.variant}" if self.variant else self.strategy
+        return column_name(self.strategy, self.variant)
 
     @property
     def solved(self) -> bool:

@@ -28,7 +28,7 @@ from ..router import render_confusion
 from .comparison import GAIN, GAIN_NOT_SIGNIFICANT, KEPT_FAIL, KEPT_PASS, LOSS, LOSS_NOT_SIGNIFICANT, NOT_COMPARED
 from .continual import render_continual
 from .report import POWER_NOTE, RunReport
-from .runfile import ERROR, Outcome
+from .runfile import ERROR, Outcome, column_name
 
 __all__ = ["render_view", "write_view", "OUTCOME_CLASSES"]
 
@@ -73,7 +73,7 @@ def render_view(report: RunReport, outcomes: list[Outcome], *, run_id: str, epis
     for episode in episodes:
         # Records of other runs, or that are not attempts at all, are not shown.
         if episode.get("run_id") in runs and all(key in episode for key in ("koan", "strategy", "step")):
-            column = f"{episode['strategy']}:{episode['variant']}" if episode.get("variant") else episode["strategy"]
+            column = column_name(episode["strategy"], episode.get("variant") or "")
             attempts[(episode["koan"], column, episode.get("sample", 0))].append(episode)
     items = []
     for outcome in sorted(outcomes, key=lambda o: (o.koan, o.column, o.sample)):

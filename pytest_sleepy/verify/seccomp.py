@@ -16,13 +16,14 @@ behaviour depends on hash order (a `Hash` that disagrees with its `Eq`, say) the
 the same verdict each time, so a recorded run replays to the same prompts.
 
 The filter is classic BPF handed to bubblewrap with `--seccomp FD`. It is built for
-x86-64 and aarch64; elsewhere `process_creation_filter()` returns None and only the
+x86-64 and aarch64; elsewhere `test_binary_filter()` returns None and only the
 rlimits apply.
 """
 
 from __future__ import annotations
 
 import errno
+import functools
 import platform
 import struct
 
@@ -52,7 +53,12 @@ _X32_BIT = 0x40000000
 
 def test_binary_filter(machine: str | None = None) -> bytes | None:
     """The BPF program as bytes for `bwrap --seccomp`, or None if the machine is unknown."""
-    machine = machine or platform.machine()
+    return _assembled_filter(machine or platform.machine())
+
+
+@functools.cache
+def _assembled_filter(machine: str) -> bytes | None:
+    # Built once per process: every test run and every verdict's cache key ask for it.
     if machine not in _ARCHITECTURES:
         return None
     audit_arch, clone, clone3, getrandom, forks = _ARCHITECTURES[machine]

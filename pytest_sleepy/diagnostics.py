@@ -1,4 +1,8 @@
-"""Moved to `pytest_sleepy.verify.diagnostics`; this name stays importable for existing code."""
+"""Moved to `pytest_sleepy.verify.diagnostics`; this name is the same module, so that old
+imports (every name, not only `__all__`) keep working."""
 
-from .verify.diagnostics import *  # noqa: F401,F403
-from .verify.diagnostics import __all__  # noqa: F401
+import sys
+
+from .verify import diagnostics as _moved
+
+sys.modules[__name__] = _moved

@@ -1,4 +1,8 @@
-"""Moved to `pytest_sleepy.corpus.importers`; this name stays importable for existing code."""
+"""Moved to `pytest_sleepy.corpus.importers`; this name is the same module, so that old
+imports (every name, not only `__all__`) keep working."""
 
-from .corpus.importers import *  # noqa: F401,F403
-from .corpus.importers import __all__  # noqa: F401
+import sys
+
+from .corpus import importers as _moved
+
+sys.modules[__name__] = _moved

@@ -1,4 +1,8 @@
-"""Moved to `pytest_sleepy.verify.seccomp`; this name stays importable for existing code."""
+"""Moved to `pytest_sleepy.verify.seccomp`; this name is the same module, so that old
+imports (every name, not only `__all__`) keep working."""
 
-from .verify.seccomp import *  # noqa: F401,F403
-from .verify.seccomp import __all__  # noqa: F401
+import sys
+
+from .verify import seccomp as _moved
+
+sys.modules[__name__] = _moved

@@ -1,4 +1,8 @@
-"""Moved to `pytest_sleepy.verify.tamper`; this name stays importable for existing code."""
+"""Moved to `pytest_sleepy.verify.tamper`; this name is the same module, so that old
+imports (every name, not only `__all__`) keep working."""
 
-from .verify.tamper import *  # noqa: F401,F403
-from .verify.tamper import __all__  # noqa: F401
+import sys
+
+from .verify import tamper as _moved
+
+sys.modules[__name__] = _moved

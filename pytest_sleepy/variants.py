@@ -1,4 +1,8 @@
-"""Moved to `pytest_sleepy.corpus.variants`; this name stays importable for existing code."""
+"""Moved to `pytest_sleepy.corpus.variants`; this name is the same module, so that old
+imports (every name, not only `__all__`) keep working."""
 
-from .corpus.variants import *  # noqa: F401,F403
-from .corpus.variants import __all__  # noqa: F401
+import sys
+
+from .corpus import variants as _moved
+
+sys.modules[__name__] = _moved

@@ -1,4 +1,8 @@
-"""Moved to `pytest_sleepy.verify.verifier`; this name stays importable for existing code."""
+"""Moved to `pytest_sleepy.verify.verifier`; this name is the same module, so that old
+imports (every name, not only `__all__`) keep working."""
 
-from .verify.verifier import *  # noqa: F401,F403
-from .verify.verifier import __all__  # noqa: F401
+import sys
+
+from .verify import verifier as _moved
+
+sys.modules[__name__] = _moved

@@ -418,3 +418,15 @@ def test_the_modules_moved_into_results_keep_every_old_import():
     from pytest_sleepy.results import comparison, report
 
     assert suite_mismatch is comparison.suite_mismatch and POWER_NOTE == report.POWER_NOTE
+
+
+@pytest.mark.parametrize(("old", "new"), [
+    ("diagnostics", "verify"), ("rustlex", "verify"), ("seccomp", "verify"), ("verifier", "verify"),
+    ("tamper", "verify"), ("sandbox", "verify"), ("variants", "corpus"), ("importers", "corpus"),
+    ("validation", "corpus"), ("comparison", "results"), ("continual", "results"), ("report", "results"),
+    ("heatmap", "results"),
+])
+def test_every_moved_module_is_its_new_self_under_its_old_name(old, new):
+    import importlib
+
+    assert importlib.import_module(f"pytest_sleepy.{old}") is importlib.import_module(f"pytest_sleepy.{new}.{old}")

@@ -133,7 +133,9 @@ def repair(
             return result
         attempt.response, attempt.cached = completion.text, completion.cached
         if completion.cached:
-            attempt.model_seconds, attempt.recorded_seconds = time.perf_counter() - called, completion.seconds
+            # The lookup (and the model identity it checks) is the benchmark's time,
+            # not the model's: a replay costs no model time now.
+            attempt.recorded_seconds = completion.seconds
         else:
             attempt.model_seconds = completion.seconds
         attempt.tokens_in, attempt.tokens_out = completion.tokens_in, completion.tokens_out
@@ -151,7 +153,10 @@ def repair(
                 # that the last answer held no code.
                 result.reason = (f"{_still(verdict)} after {_steps(step)}{NO_CODE_AFTER_A_CHANGE}{step} "
                                  f"held no code (it said: {said!r})")
-            note = "Your last answer held no Rust code block, so the program is still the one above."
+            # The step number keeps two code-less answers in a row from building the
+            # same prompt, which a greedy model (or the cache) would answer alike.
+            note = (f"Your answer at step {step} held no Rust code block, "
+                    "so the program is still the one above.")
             _notify(on_attempt, attempt)
             continue
         attempt.unchanged = seen.get(_normalised(attempt.code))

@@ -15,6 +15,7 @@
     sleepy data sft VARIANTS.jsonl -o FILE.jsonl [--strategy NAME] [--run RUN.json]
     sleepy data dpo EPISODES.jsonl -o FILE.jsonl
     sleepy data audit FILE.jsonl [--format text|markdown]
+    sleepy cache rekey [DIR]
     sleepy adapters list [--kind KIND]
     sleepy adapters show KEY
     sleepy adapters delete KEY
@@ -65,7 +66,9 @@ from .corpus.suites import SUITES_FILE, frozen_table, load_suites, select_suite
 from .koans import CorpusError, Koan, KoanFileError, load_corpus, load_families, load_koan
 from .verify.sandbox import Sandbox, SandboxUnavailable, Toolchain, ToolchainMissing
 from .corpus.validation import MIN_MUTATION_SCORE, KoanCheck, check_corpus
-from .settings import default_cache_dir, verdict_cache_dir
+from .models import load_model
+from .models.cache import rekey
+from .settings import completion_cache_dir, default_cache_dir, verdict_cache_dir
 from .extensions import command_line_extensions
 from .strategies import StrategyError, known_strategies, select_strategies
 from .training.artifacts import ArtifactStore, default_artifacts_dir
@@ -275,6 +278,14 @@ def _parser() -> argparse.ArgumentParser:
     adapters_export.add_argument("--name", help="the Ollama model name to suggest (default: sleepy-KEY12)")
     adapters_export.add_argument("--force", action="store_true", help="replace an earlier export in DIR")
     adapters_export.set_defaults(run=_adapters_export)
+
+    cache = commands.add_parser("cache", help="the completion cache: rekey")
+    cache_commands = cache.add_subparsers(title="cache commands")
+    rekey_command = cache_commands.add_parser(
+        "rekey", help="move recorded answers to today's cache keys (after an upgrade changed them)")
+    rekey_command.add_argument("directory", type=Path, nargs="?", default=None, metavar="DIR",
+                               help="the folder --sleepy-cache-dir names (default: $SLEEPY_CACHE_DIR or ./.sleepy/cache)")
+    rekey_command.set_defaults(run=_cache_rekey)
 
     where = argparse.ArgumentParser(add_help=False)
     where.add_argument("--feedback-dir", type=Path, default=None, metavar="DIR",
@@ -693,6 +704,16 @@ def _size(size: int) -> str:
             return f"{size} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
     return f"{size} B"
+
+
+def _cache_rekey(args) -> int:
+    folder = completion_cache_dir(args.directory or default_cache_dir())
+    if not folder.is_dir():
+        raise UsageError(f"{folder}: no recorded answers there; name the folder --sleepy-cache-dir names")
+    added = command_line_extensions().backends
+    moved, right = rekey(folder, load=lambda spec: load_model(spec, added))
+    print(f"{folder}: {moved} answers moved to today's keys, {right} already there")
+    return 0
 
 
 def _adapters_list(args) -> int:

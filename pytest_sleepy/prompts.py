@@ -120,7 +120,7 @@ def repair_messages(
 
     With `history`, the earlier steps come first as user and assistant turns (their
     program and feedback, the model's answer), and the last turn is the feedback on the
-    latest answer, whose program the model already wrote. `note` says what happened to
+    latest answer, whose program the model already wrote, with the hints for it. `note` says what happened to
     the previous answer when the model must hear it (it repeated a program, or held no
     code): without it, a greedy model asked the same question gives the same answer."""
     messages = [Message("system", system)]
@@ -131,18 +131,20 @@ def repair_messages(
     if not history:
         messages.append(Message("user", _request(code, feedback, hints)))
         return tuple(messages)
-    for index, past in enumerate(history):
-        messages.append(Message("user", _request(past.code, describe_verdict(past.verdict), hints if index == 0 else ())))
+    for past in history:
+        messages.append(Message("user", _request(past.code, describe_verdict(past.verdict), ())))
         messages.append(Message("assistant", past.answer))
-    messages.append(Message("user", f"{feedback}\n\n{ANSWER}"))
+    # The hints are chosen from the latest feedback, so they sit beside it.
+    messages.append(Message("user", f"{feedback}{_hints(hints)}\n\n{ANSWER}"))
     return tuple(messages)
 
 
 def _request(code: str, feedback: str, hints: Sequence[str]) -> str:
-    text = f"Repair this Rust program.\n\n```rust\n{code.strip()}\n```\n\n{feedback}"
-    if hints:
-        text += "\n\nHints:\n" + "\n".join(f"- {hint}" for hint in hints)
-    return f"{text}\n\n{ANSWER}"
+    return f"Repair this Rust program.\n\n```rust\n{code.strip()}\n```\n\n{feedback}{_hints(hints)}\n\n{ANSWER}"
+
+
+def _hints(hints: Sequence[str]) -> str:
+    return "\n\nHints:\n" + "\n".join(f"- {hint}" for hint in hints) if hints else ""
 
 
 ANSWER = "Answer with the complete corrected program in one ```rust code block."

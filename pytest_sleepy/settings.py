@@ -163,7 +163,8 @@ class Option:
 
 OPTIONS = (
     Option("strategy", "--strategy", ("baseline",), _names, "comma-separated strategies to run (see `sleepy strategies`)"),
-    Option("model", "--model", "rustfix", _text, "model: rustfix[?applicability=maybe-incorrect], ollama:NAME, hf:NAME_OR_PATH[?load_in_4bit=1]"),
+    Option("model", "--model", "rustfix", _text, "model: rustfix[?applicability=maybe-incorrect], ollama:NAME, hf:NAME_OR_PATH[?load_in_4bit=1], "
+           "llamacpp:PATH.gguf[?n_threads=N], openai:MODEL?base_url=URL"),
     Option("max-steps", "--max-steps", 3, _integer(1), "model calls per koan"),
     Option("samples", "--sleepy-samples", 1, _integer(1), "repeat each koan N times with seeds seed..seed+N-1"),
     Option("seed", "--sleepy-seed", 0, _integer(0), "seed of the first sample"),

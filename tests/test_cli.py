@@ -196,3 +196,22 @@ def test_strategies_lists_names_with_their_descriptions(capsys):
 def test_strategies_with_a_missing_folder_is_a_usage_error(capsys, tmp_path):
     status, _, err = run(capsys, "strategies", "--strategies", str(tmp_path / "none"))
     assert status == 2 and "--strategies" in err and "does not exist" in err
+
+
+def test_cache_rekey_moves_recorded_answers_to_todays_keys_and_says_how_many(capsys, tmp_path):
+    from pytest_sleepy.models import Completion, CompletionCache, CompletionRequest, Message, cached_complete, load_model
+
+    request = CompletionRequest((Message("user", "fix it"),))
+    stale = tmp_path / "completions" / "ab" / f"ab{'0' * 62}.json"
+    stale.parent.mkdir(parents=True)
+    stale.write_text(json.dumps({"model": "ollama:q", "identity": "q@1", "request": request.to_dict(),
+                                 "completion": Completion(text="recorded").to_dict()}))
+    code, out, _ = run(capsys, "cache", "rekey", str(tmp_path))
+    assert code == 0 and "1 answers moved to today's keys, 0 already there" in out
+    replayed = cached_complete(load_model("ollama:q"), request, CompletionCache(tmp_path / "completions", "read"))
+    assert replayed.text == "recorded"
+
+
+def test_cache_rekey_of_a_folder_without_answers_says_which_folder_to_name(capsys, tmp_path):
+    code, _, err = run(capsys, "cache", "rekey", str(tmp_path))
+    assert code == 2 and "no recorded answers there; name the folder --sleepy-cache-dir names" in err

@@ -79,3 +79,10 @@ def test_an_adapter_request_is_refused(tmp_path):
     gguf.write_bytes(b"GGUF")
     with pytest.raises(ModelError, match="llamacpp takes no adapters"):
         load_model(f"llamacpp:{gguf}").complete(CompletionRequest((Message("user", "hi"),), adapter="lora:x"))
+
+
+def test_a_missing_hub_file_also_says_how_to_name_a_relative_path(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    with pytest.raises(ModelUnavailable, match=r"there is no file 'models/q4/model.gguf' here; write ./models/q4/model.gguf"):
+        load_model("llamacpp:models/q4/model.gguf").preflight()

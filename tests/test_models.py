@@ -77,12 +77,12 @@ def test_rw_records_then_replays_without_calling_the_model(tmp_path):
 @pytest.mark.parametrize("change", [
     dict(text="fix it differently"),
     dict(temperature=0.7),
-    dict(seed=1),
+    dict(temperature=0.2, seed=1),
     dict(max_tokens=10),
 ])
 def test_any_change_of_messages_or_settings_is_a_new_entry(tmp_path, change):
     model, cache = CountingModel(), CompletionCache(tmp_path, "rw")
-    cached_complete(model, request(), cache)
+    cached_complete(model, request(temperature=0.2) if "seed" in change else request(), cache)
     cached_complete(model, request(**change), cache)
     assert len(model.calls) == 2
 
@@ -218,3 +218,95 @@ def test_model_settings_that_change_answers_are_part_of_the_key():
 def test_transport_settings_are_not_part_of_the_key():
     fast, patient = load_model("ollama:q?timeout=5"), load_model("ollama:q?timeout=600&retries=9")
     assert CompletionCache.key(fast, request()) == CompletionCache.key(patient, request())
+
+
+def test_a_local_gguf_is_keyed_by_its_file_name_not_its_folder_nor_thread_count():
+    mine = load_model("llamacpp:/root/.cache/models/qwen.gguf?n_ctx=8192&n_threads=2")
+    theirs = load_model("llamacpp:/home/ada/models/qwen.gguf?n_threads=16&n_ctx=8192")
+    assert CompletionCache.key(mine, request()) == CompletionCache.key(theirs, request())
+
+
+@pytest.mark.parametrize("other", ["llamacpp:/root/.cache/models/other.gguf?n_ctx=8192",
+                                   "llamacpp:/root/.cache/models/qwen.gguf?n_ctx=4096",
+                                   "llamacpp:/root/.cache/models/qwen.gguf?n_ctx=8192&n_gpu_layers=-1"])
+def test_another_gguf_context_size_or_offload_is_another_key(other):
+    mine = load_model("llamacpp:/root/.cache/models/qwen.gguf?n_ctx=8192")
+    assert CompletionCache.key(mine, request()) != CompletionCache.key(load_model(other), request())
+
+
+def test_a_hub_gguf_keeps_its_repository_in_the_key():
+    one, other = load_model("llamacpp:a/b/model.gguf"), load_model("llamacpp:c/d/model.gguf")
+    assert CompletionCache.key(one, request()) != CompletionCache.key(other, request())
+
+
+def test_a_local_hf_directory_is_keyed_by_its_name_not_where_it_sits(tmp_path):
+    (tmp_path / "a" / "ckpt").mkdir(parents=True)
+    (tmp_path / "b" / "ckpt").mkdir(parents=True)
+    here, there = load_model(f"hf:{tmp_path}/a/ckpt"), load_model(f"hf:{tmp_path}/b/ckpt")
+    assert CompletionCache.key(here, request()) == CompletionCache.key(there, request())
+
+
+def test_a_servers_address_and_key_variable_are_not_part_of_the_key():
+    here = load_model("openai:m?base_url=http://127.0.0.1:8000/v1")
+    there = load_model("openai:m?base_url=http://gpu-box:9000/v1&api_key_env=MY_KEY")
+    assert CompletionCache.key(here, request()) == CompletionCache.key(there, request())
+
+
+def test_the_seed_is_not_part_of_a_greedy_key():
+    model = load_model("ollama:q")
+    assert CompletionCache.key(model, request(seed=0)) == CompletionCache.key(model, request(seed=7))
+
+
+def test_the_seed_is_part_of_a_sampled_key():
+    model = load_model("ollama:q")
+    assert (CompletionCache.key(model, request(temperature=0.2, seed=0))
+            != CompletionCache.key(model, request(temperature=0.2, seed=7)))
+
+
+def test_a_recorded_answer_replays_for_the_same_file_in_another_folder(tmp_path):
+    cache = CompletionCache(tmp_path, mode="read")
+    recorder = CountingModel(spec=parse_model_spec("llamacpp:/root/m/qwen.gguf?n_threads=2"))
+    CompletionCache(tmp_path).put(CompletionCache.key(load_model(recorder.spec.text), request()),
+                                  recorder, request(), Completion(text="recorded", seconds=3.0, model_identity="q@1"))
+    hit = cached_complete(load_model("llamacpp:/home/ada/qwen.gguf"), request(), cache)
+    assert (hit.text, hit.cached) == ("recorded", True)
+
+
+def _old_format_entry(directory, model_text: str, req: CompletionRequest, text: str):
+    """An entry as an older release stored it: under a key this release does not give."""
+    path = directory / "00" / f"00{text.encode().hex():0>62}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"model": model_text, "identity": "q@1", "request": req.to_dict(),
+                                "completion": Completion(text=text).to_dict()}))
+    return path
+
+
+def test_rekey_moves_old_entries_to_the_keys_that_find_them(tmp_path):
+    from pytest_sleepy.models.cache import rekey
+
+    old = _old_format_entry(tmp_path, "ollama:q", request("a"), "answer a")
+    assert rekey(tmp_path) == (1, 0)
+    assert not old.exists()
+    replayed = cached_complete(load_model("ollama:q"), request("a"), CompletionCache(tmp_path, mode="read"))
+    assert replayed.text == "answer a"
+
+
+def test_rekey_twice_moves_nothing_the_second_time(tmp_path):
+    from pytest_sleepy.models.cache import rekey
+
+    _old_format_entry(tmp_path, "ollama:q", request("a"), "answer a")
+    rekey(tmp_path)
+    assert rekey(tmp_path) == (0, 1)
+
+
+def test_rekey_leaves_an_unreadable_entry_and_names_it_after_moving_the_rest(tmp_path):
+    from pytest_sleepy.models.cache import rekey
+
+    _old_format_entry(tmp_path, "ollama:q", request("a"), "answer a")
+    broken = tmp_path / "ff" / "ffbroken.json"
+    broken.parent.mkdir()
+    broken.write_text("{not json")
+    with pytest.raises(ValueError, match="1 entries could not be rekeyed.*ffbroken.json"):
+        rekey(tmp_path)
+    assert broken.exists()
+    assert cached_complete(load_model("ollama:q"), request("a"), CompletionCache(tmp_path, mode="read")).text == "answer a"

@@ -94,6 +94,28 @@ def test_greedy_is_temperature_zero(server):
     assert (sent["temperature"], sent["seed"], sent["max_tokens"]) == (0.0, 0, 1024)
 
 
+def test_without_a_repetition_penalty_the_servers_own_applies(server):
+    model(server.base_url).complete(REQUEST)
+
+    (sent,) = server.chat_requests
+    assert "repetition_penalty" not in sent and "repeat_penalty" not in sent
+
+
+def test_a_repetition_penalty_is_sent_in_vllms_and_llamacpps_spelling(server):
+    load_model(f"openai:{MODEL}?base_url={server.base_url}&repetition_penalty=1.0").complete(REQUEST)
+
+    (sent,) = server.chat_requests
+    assert (sent["repetition_penalty"], sent["repeat_penalty"]) == (1.0, 1.0)
+
+
+def test_the_repetition_penalty_is_part_of_the_cache_key(server):
+    from pytest_sleepy.models import CompletionCache
+
+    servers_own = load_model(f"openai:{MODEL}?base_url={server.base_url}")
+    neutral = load_model(f"openai:{MODEL}?base_url={server.base_url}&repetition_penalty=1.0")
+    assert CompletionCache.key(servers_own, REQUEST) != CompletionCache.key(neutral, REQUEST)
+
+
 def test_load_model_builds_the_openai_backend_with_its_settings(server, monkeypatch):
     monkeypatch.setenv("MY_KEY", "sk-mine")
     loaded = load_model(f"openai:{MODEL}?base_url={server.base_url}/&timeout=12.5&retries=1&api_key_env=MY_KEY")
@@ -470,6 +492,7 @@ def test_only_peft_adapter_folders_can_be_registered(server, tmp_path):
     (f"openai:{MODEL}?base_url=http://h/v1&retries=-1", "retries"),
     (f"openai:{MODEL}?base_url=http://h/v1&retries=1.5", "retries"),
     (f"openai:{MODEL}?base_url=http://h/v1&api_key_env=", "api_key_env is empty"),
+    (f"openai:{MODEL}?base_url=http://h/v1&repetition_penalty=none", "repetition_penalty='none'; use a number above 0"),
     (f"openai:{MODEL}?base_url=http://h/v1&temperature=0", "unknown setting 'temperature' for openai"),
     ("openai:?base_url=http://h/v1", "openai needs a model name"),
 ])

@@ -66,3 +66,16 @@ def test_the_prompt_states_the_contract_the_hidden_tests_rely_on(shop_koan, veri
     system = repair_messages(shop_koan.buggy, verifier.verify_candidate(shop_koan, shop_koan.buggy))[0]
     assert "Hidden tests will call the program's functions" in system.content
     assert "owned or a borrowed result" in system.content
+
+
+def test_with_history_the_hints_sit_beside_the_latest_feedback_they_were_chosen_for(shop_koan, verifier):
+    from pytest_sleepy.prompts import PastAttempt
+
+    first = verifier.verify_candidate(shop_koan, BUGGY_SHOP)
+    latest = verifier.verify_candidate(shop_koan, "pub fn total(items: Vec<u32>) -> u32 { 0 }")
+    past = PastAttempt(BUGGY_SHOP, first, "```rust\npub fn total(items: Vec<u32>) -> u32 { 0 }\n```")
+    messages = repair_messages("pub fn total(items: Vec<u32>) -> u32 { 0 }", latest,
+                               hints=["Check the arithmetic."], history=[past])
+    assert [m.role for m in messages] == ["system", "user", "assistant", "user"]
+    assert "Hints:\n- Check the arithmetic." in messages[-1].content
+    assert "Hints:" not in messages[1].content

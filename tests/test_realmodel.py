@@ -104,11 +104,13 @@ def llama_server(qwen, tmp_path):
             process.wait(timeout=10)
 
 
-def test_an_openai_server_answers_live_under_xdist_repeat_greedily_and_are_verified_for_real(bench, llama_server):
+def test_an_openai_server_answers_live_under_xdist_repeat_greedily_and_are_verified_for_real(bench, llama_server, qwen):
     from pytest_sleepy.models import load_model
 
     base_url, served = llama_server
-    model = f"openai:{served}?base_url={base_url}"
+    # Without the server's own repetition penalty (1.1), greedy decoding is llama.cpp's
+    # in-process decoding: the answers must be the llamacpp backend's, token for token.
+    model = f"openai:{served}?base_url={base_url}&repetition_penalty=1.0"
     runs = [bench.runpytest_subprocess(
         f"--model={model}", "-n", "2", "--max-steps=1", "--sleepy-max-tokens=400", "--sleepy-cache=off", "-k", KOANS,
         f"--sleepy-json={name}.json", f"--sleepy-episodes={name}.jsonl", "-p", "no:cacheprovider")
@@ -126,3 +128,28 @@ def test_an_openai_server_answers_live_under_xdist_repeat_greedily_and_are_verif
         assert verdict["tests_total"] > 0 and (verdict["passed"] or verdict["reason"])
     outcomes = {o.koan: o for o in read_run_file(bench.path / "first.json").outcomes}
     assert {k: o.solved for k, o in outcomes.items()} == {k: e["verdict"]["passed"] for k, e in a.items()}
+    in_process = live_run(bench, f"llamacpp:{qwen}?n_ctx=4096&n_threads=1", "in-process")
+    assert in_process.ret in (0, 1), in_process.stdout.str()[-3000:]
+    assert {k: e["response"] for k, e in episodes(bench, "in-process").items()} == {k: e["response"] for k, e in a.items()}
+
+
+def test_a_hub_gguf_already_in_the_hugging_face_cache_loads_offline(qwen, tmp_path):
+    import subprocess
+    import sys
+
+    commit = "0" * 40
+    repository = tmp_path / "hf" / "hub" / "models--someone--qwen-gguf"
+    (repository / "snapshots" / commit).mkdir(parents=True)
+    (repository / "snapshots" / commit / "model.gguf").symlink_to(qwen)
+    (repository / "refs").mkdir()
+    (repository / "refs" / "main").write_text(commit)
+    script = ("from pytest_sleepy.models import CompletionRequest, GenerationSettings, Message, load_model\n"
+              "model = load_model('llamacpp:someone/qwen-gguf/model.gguf?n_ctx=512&n_threads=2')\n"
+              "model.preflight()\n"
+              "answer = model.complete(CompletionRequest((Message('user', 'Say hi.'),), GenerationSettings(max_tokens=4)))\n"
+              "print(answer.tokens_out, model.identity)\n")
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    tokens, identity = done.stdout.split()
+    assert int(tokens) > 0 and identity == f"gguf-sha256:{GGUF_SHA256}?n_ctx=512"

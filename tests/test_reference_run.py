@@ -10,6 +10,7 @@ outcome for every koan, and the pass rate the README's Results table states.
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -89,3 +90,27 @@ def test_the_readme_states_the_paired_comparison_of_hints_and_baseline():
     row = (f"| hints vs baseline | {len(comparison.gains)} | {len(comparison.losses)} | {comparison.p_value:.3f} | "
            f"{100 * comparison.detectable:.1f} points | {verdict}")
     assert row in (REPO_ROOT / "README.md").read_text()
+
+
+def test_the_readmes_replay_command_replays_in_another_home_folder(tmp_path):
+    readme = (REPO_ROOT / "README.md").read_text()
+    block = next(b for b in readme.split("```sh\n")[1:] if b.startswith('M="llamacpp:')).split("```")[0]
+    lines = block.splitlines()
+    replay_line = next(line for line in lines if "--sleepy-cache=read" in line)
+    # The answers as committed; verdicts in a cache of the test's own, so nothing is
+    # written into the repository.
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "completions").symlink_to(REFERENCE / "cache" / "completions")
+    script = "\n".join([lines[0], lines[1], replay_line.replace("--sleepy-cache-dir=$R/cache", f"--sleepy-cache-dir={cache}")
+                        + f" -q -p no:cacheprovider --sleepy-json={tmp_path / 'replayed.json'}"])
+    home = tmp_path / "another-home"
+    home.mkdir()
+    path = f"{Path(sys.executable).parent}:{os.environ['PATH']}"  # `pytest` is this interpreter's
+    done = subprocess.run(["bash", "-c", script], cwd=REPO_ROOT, capture_output=True, text=True,
+                          env={**os.environ, "HOME": str(home), "PATH": path})
+    assert "model answers were replayed" in done.stdout, done.stdout[-3000:] + done.stderr[-2000:]
+    replayed = {(o.koan, o.strategy): o.solved for o in read_run_file(tmp_path / "replayed.json").outcomes}
+    recorded = {(o.koan, o.strategy): o.solved for name in ("baseline", "hints")
+                for o in read_run_file(REFERENCE / f"run-{name}.json").outcomes}
+    assert replayed == recorded

@@ -83,8 +83,9 @@ def build_tokenizer(chat_template: bool = True):
     )
 
 
-def build_tiny_qwen2(directory: Path, seed: int = 0, *, chat_template: bool = True) -> Path:
-    """Write a tiny Qwen2 checkpoint (2 layers, hidden size 64) into `directory`.
+def build_tiny_qwen2(directory: Path, seed: int = 0, *, chat_template: bool = True, hidden_size: int = 64,
+                     num_attention_heads: int = 4, num_key_value_heads: int = 2) -> Path:
+    """Write a tiny Qwen2 checkpoint (2 layers, hidden size 64 unless asked) into `directory`.
 
     `seed` fixes the random weights, so two builds with the same seed answer alike and
     builds with different seeds do not. `chat_template=False` leaves the tokenizer
@@ -98,11 +99,11 @@ def build_tiny_qwen2(directory: Path, seed: int = 0, *, chat_template: bool = Tr
     tokenizer = build_tokenizer(chat_template=chat_template)
     config = Qwen2Config(
         vocab_size=len(tokenizer),
-        hidden_size=64,
+        hidden_size=hidden_size,
         num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        intermediate_size=128,
+        num_attention_heads=num_attention_heads,
+        num_key_value_heads=num_key_value_heads,
+        intermediate_size=2 * hidden_size,
         max_position_embeddings=4096,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,

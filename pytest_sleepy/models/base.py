@@ -70,6 +70,12 @@ class CompletionRequest:
             "diagnostics": [d.to_dict() for d in self.diagnostics],
         }
 
+    @classmethod
+    def from_dict(cls, data: dict) -> "CompletionRequest":
+        return cls(messages=tuple(Message(**m) for m in data["messages"]),
+                   settings=GenerationSettings(**data["settings"]), adapter=data["adapter"], code=data["code"],
+                   diagnostics=tuple(Diagnostic.from_dict(d) for d in data["diagnostics"]))
+
     def digest(self) -> str:
         """A stable hash of the prompt alone (messages), recorded in episodes."""
         text = json.dumps([asdict(m) for m in self.messages], sort_keys=True, ensure_ascii=False)
@@ -81,7 +87,7 @@ class Completion:
     text: str
     tokens_in: int = 0
     tokens_out: int = 0
-    seconds: float = 0.0  # time spent producing it (0 when replayed from the cache)
+    seconds: float = 0.0  # time the model spent producing it; a replayed answer keeps the recorded time
     cached: bool = False
     model_identity: str = ""  # filled in by the cache layer: who answered (live or recorded)
     extra: dict = field(default_factory=dict)  # backend details worth keeping (e.g. done_reason)
@@ -104,6 +110,11 @@ class ModelUnavailable(Exception):
 
 @runtime_checkable
 class Model(Protocol):
+    """Two optional attributes shape the completion cache's key (cache.py):
+    `cache_name`, the model's name there (default `spec.name`; a local file or folder
+    is named without its location), and `answer_neutral_options`, the settings that
+    never change an answer (a server's address, CPU threads), left out of it."""
+
     spec: "ModelSpec"
 
     @property
@@ -138,6 +149,10 @@ class ModelSpec:
 
     def seconds(self, key: str, default: float) -> float:
         """A positive, finite number of seconds; a ValueError names the setting."""
+        return self.positive(key, default, "a number of seconds")
+
+    def positive(self, key: str, default: float, what: str = "a number") -> float:
+        """A positive, finite number; a ValueError names the setting."""
         text = self.option(key)
         if text is None:
             return default
@@ -146,7 +161,7 @@ class ModelSpec:
         except ValueError:
             value = 0.0
         if not value > 0 or value == float("inf"):
-            raise ValueError(f"--model={self.text!r}: {key}={text!r}; use a number of seconds above 0")
+            raise ValueError(f"--model={self.text!r}: {key}={text!r}; use {what} above 0")
         return value
 
     def whole(self, key: str, default, *, minimum: int = 0):

@@ -114,6 +114,10 @@ class HFModel:
         self.revision = spec.option("revision") or None
         self.local = _looks_local(self.name)
         self.path = Path(self.name).expanduser().resolve() if self.local else None
+        # A local directory is keyed in the completion cache by its name, not where it
+        # sits, so a recorded run replays on another machine; its identity (a digest
+        # of its files) still tells two directories of one name apart.
+        self.cache_name = self.path.name if self.path else self.name
         if self.local and self.revision:
             raise ValueError(f"--model={spec.text!r}: revision={self.revision!r} applies to hub names only, "
                              f"and {self.name!r} is a local directory")

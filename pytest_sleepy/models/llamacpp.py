@@ -11,7 +11,8 @@ Choices, and why:
 
 - A local path is loaded with `Llama(model_path=...)`; `OWNER/REPO/FILE.gguf` goes
   through `Llama.from_pretrained(repo_id, filename)`, which uses the Hugging Face
-  cache (and only it, with `HF_HUB_OFFLINE=1`). Construction reads the settings only;
+  cache. With `HF_HUB_OFFLINE=1` the cached file is loaded by its path, since
+  `from_pretrained` lists the repository online first. Construction reads the settings only;
   the weights load on the first request, so replaying recorded answers needs neither
   the file nor llama-cpp-python.
 - The chat template is the GGUF's own (`tokenizer.chat_template`), which
@@ -24,6 +25,9 @@ Choices, and why:
   ($SLEEPY_CACHE_DIR, else ~/.cache/pytest-sleepy): a changed file is hashed again.
   The context size is part of the identity; threads and GPU layers are not (they
   change the speed, not the tokens a greedy decode picks, on one build).
+- The completion cache's key names a local file by its file name, not its folder, and
+  leaves `n_threads` out, so a recorded run replays on another machine and home
+  folder (`--sleepy-cache=read` needs neither the file nor llama-cpp-python).
 - `n_threads` defaults to llama.cpp's choice. On a busy 2-core machine one thread for
   generation was measured twice as fast as two; set it when the machine is shared.
 - Adapters are not supported: training strategies need the `hf` backend (or a server
@@ -52,6 +56,13 @@ SETTINGS = {
 }
 INSTALL = "pip install 'pytest-sleepy[llamacpp]'"
 CHUNK = 1 << 22
+
+
+def huggingface_offline() -> bool:
+    """HF_HUB_OFFLINE as huggingface_hub reads it, also when set after its import."""
+    from huggingface_hub import constants
+
+    return constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").upper() in constants.ENV_VARS_TRUE_VALUES
 
 
 def digest_cache_path() -> Path:
@@ -103,6 +114,11 @@ class LlamaCppModel:
         local = Path(self.name).expanduser()
         self.path: Path | None = local.resolve() if local.exists() or self.name.startswith(("/", ".", "~")) else None
         self.repo, self.filename = (None, None) if self.path else self._hub_parts()
+        # The cache key names a local file by its name alone, so a recorded run replays
+        # from another folder (another user's home); the identity, a digest of the
+        # file, still keeps another file of the same name from reusing its answers.
+        self.cache_name = self.path.name if self.path else self.name
+        self.answer_neutral_options = ("n_threads",)
         self._llama = None
         self._identity: str | None = None
 
@@ -135,7 +151,8 @@ class LlamaCppModel:
             raise ModelUnavailable(
                 f"{self.spec.text}: cannot get {self.filename!r} of hub repository {self.repo!r} ({type(error).__name__}). "
                 f"Download it where there is network access with `hf download {self.repo} {self.filename}`, or "
-                "set HF_HOME to a cache that holds it, or give the path of a local GGUF file") from None
+                f"set HF_HOME to a cache that holds it, or give the path of a local GGUF file (there is no file "
+                f"{self.name!r} here; write ./{self.name} for a relative path)") from None
 
     @property
     def identity(self) -> str:
@@ -154,6 +171,10 @@ class LlamaCppModel:
             try:
                 if self.path is not None:
                     self._llama = Llama(model_path=str(self.path), **options)
+                elif huggingface_offline():
+                    # from_pretrained lists the repository online before it looks in the
+                    # cache, so offline it fails even on a cached file: load that file.
+                    self._llama = Llama(model_path=str(self._local_file()), **options)
                 else:
                     self._llama = Llama.from_pretrained(repo_id=self.repo, filename=self.filename, **options)
             except Exception as error:

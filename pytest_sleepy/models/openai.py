@@ -1,7 +1,8 @@
 """The `openai` backend: a model behind an OpenAI-compatible server (vLLM, llama.cpp's
 servers, or any other that speaks the chat-completions API).
 
-    openai:MODEL?base_url=http://HOST:PORT/v1[&api_key_env=NAME&timeout=SECONDS&retries=N]
+    openai:MODEL?base_url=http://HOST:PORT/v1[&api_key_env=NAME&timeout=SECONDS&retries=N
+                                              &repetition_penalty=P]
 
 MODEL is the id the server lists under `GET /v1/models`: vLLM's `--served-model-name`
 (by default the name or path it was started with), llama-cpp-python's `--model` path
@@ -14,7 +15,16 @@ Settings:
   unset the key is `EMPTY`, which servers started without a key (vLLM without
   `--api-key`, llama.cpp without `--api_key`) accept.
 - `timeout`: seconds per request (default 300); `retries`: extra attempts on transient
-  errors (default 3). Neither changes answers, so neither is part of the cache key.
+  errors (default 3). Neither changes answers, so neither is part of the cache key, and
+  nor are `base_url` and `api_key_env`: a recorded run replays from another address.
+- `repetition_penalty`: sent to the server (as vLLM's `repetition_penalty` and
+  llama.cpp's `repeat_penalty`) instead of leaving the server's own. Servers differ:
+  vLLM applies the checkpoint's `generation_config` (Qwen2.5 instruct checkpoints set
+  one above 1), as the hf backend does; llama-cpp-python's server defaults to 1.1,
+  while llama.cpp in-process (the llamacpp backend) uses 1.0. The penalty changes
+  which token greedy decoding picks, so `repetition_penalty=1.0` makes a
+  llama-cpp-python server answer as `llamacpp:` does on the same GGUF. Hosted APIs
+  that refuse unknown fields need it left out.
 
 Requests go through the official `openai` client (its own retries switched off), as
 `chat.completions.create(model, messages, temperature, seed, max_tokens)`, so the server
@@ -108,6 +118,7 @@ PREFLIGHT_TIMEOUT = 5.0  # listing models is instant on a live server
 STABLE_EXCLUDED = frozenset({"created", "permission", "permissions", "status"})
 SETTINGS = {
     "base_url": "the server's API root, e.g. http://127.0.0.1:8000/v1 (required)",
+    "repetition_penalty": "a number above 0 sent with every request (default: the server's own)",
     "api_key_env": f"the environment variable holding the API key (default {DEFAULT_KEY_ENV})",
     "timeout": f"seconds per request (default {DEFAULT_TIMEOUT:g})",
     "retries": f"extra attempts on transient errors (default {DEFAULT_RETRIES})",
@@ -155,6 +166,7 @@ class OpenAIModel:
         self.spec = spec
         self.name = spec.name  # the served model id (and the base name training starts from)
         self.local = False  # MODEL is a served id, not a local directory (training reads these two)
+        self.answer_neutral_options = ("base_url", "api_key_env")  # the cache key leaves them out
         self.base_url = _base_url(spec)
         self.api_key_env = spec.option("api_key_env", DEFAULT_KEY_ENV)
         if not self.api_key_env:
@@ -162,6 +174,11 @@ class OpenAIModel:
                              f"or leave it out for {DEFAULT_KEY_ENV}")
         self.timeout = spec.seconds("timeout", DEFAULT_TIMEOUT)
         self.retries = spec.whole("retries", DEFAULT_RETRIES)
+        penalty = spec.option("repetition_penalty")
+        # Both spellings: vLLM reads the first, llama.cpp's servers the second; each
+        # ignores the field it does not know.
+        penalty = None if penalty is None else spec.positive("repetition_penalty", 1.0)
+        self.extra_body = {} if penalty is None else {"repetition_penalty": penalty, "repeat_penalty": penalty}
         self.backoff_seconds = 1.0  # the first wait between attempts; doubles after each
         self.probe_seconds = 2.0  # how long the is-it-still-there probe waits for an answer
         self._entry: dict | None = None
@@ -297,6 +314,7 @@ class OpenAIModel:
                 model=model,
                 messages=[{"role": m.role, "content": m.content} for m in request.messages],
                 temperature=settings.temperature, seed=settings.seed, max_tokens=settings.max_tokens,
+                extra_body=self.extra_body or None,
             ),
             passthrough=passthrough,
         )

@@ -3,6 +3,7 @@
     python benchmarks/history_modes.py --out DIR [--model SPEC] [--seed-cache DIR] [--max-steps 5]
                                        [--strategy baseline] [--modes none,last,full] [--suite eval-v1]
     python benchmarks/history_modes.py --out DIR --table-only [--max-steps 5]
+    python benchmarks/history_modes.py --out DIR --retime none[,last,...] [--model SPEC] [--max-steps 5]
 
 For each history mode, one live pytest run of the suite's koans (eval-v1, the suite
 the README's table measured, unless `--suite` names another) with `--max-steps=5`,
@@ -20,6 +21,12 @@ The table: koans solved within k steps, the model seconds spent on them (the ste
 to k of every koan, tokens alike), and solved koans per model-minute, with the ratio to
 the first mode. Model seconds depend on the machine's load while the runs went;
 tokens do not, so both are shown.
+
+`--retime MODES` asks the model again, live and one at a time, for every answer of
+those modes' episodes that was replayed from the cache at step 2 or later (recorded
+in another sitting, perhaps on a busy machine), checks that greedy decoding gives the
+same text, and writes the new time into the episode (`retimed: true`; the old file is
+kept as episodes-MODE.before-retime.jsonl). Step 1 is left: every mode shares it.
 """
 
 from __future__ import annotations
@@ -52,6 +59,30 @@ def record(mode: str, model: str, strategy: str, out: Path, max_steps: int, suit
     (out / f"pytest-{mode}.log").write_text(finished.stdout + finished.stderr)
     if finished.returncode not in (0, 1):  # 1: some koans were not repaired
         raise SystemExit(f"pytest for history={mode} ended with {finished.returncode}; see {out}/pytest-{mode}.log")
+
+
+def retime(mode: str, model_spec: str, out: Path) -> None:
+    from pytest_sleepy.models import CompletionRequest, GenerationSettings, Message, load_model
+
+    model = load_model(model_spec)
+    model.preflight()
+    path = out / f"episodes-{mode}.jsonl"
+    episodes = [json.loads(line) for line in path.read_text().splitlines()]
+    asked, differ = 0, []
+    for episode in episodes:
+        if not episode["cached"] or episode["step"] < 2:
+            continue
+        request = CompletionRequest(tuple(Message(**m) for m in episode["messages"]),
+                                    GenerationSettings(**episode["settings"]))
+        live = model.complete(request)
+        asked += 1
+        if live.text != episode["response"]:
+            differ.append(f"{episode['koan']} step {episode['step']}")
+        episode["recorded_seconds"], episode["retimed"] = round(live.seconds, 4), True
+    shutil.copyfile(path, out / f"episodes-{mode}.before-retime.jsonl")
+    path.write_text("".join(json.dumps(e) + "\n" for e in episodes))
+    print(f"history={mode}: {asked} answers asked again; {len(differ)} differ from the recorded ones"
+          + (f" ({', '.join(differ)})" if differ else ""), flush=True)
 
 
 def step_cost(episode: dict) -> float:
@@ -91,14 +122,18 @@ def main() -> None:
     parser.add_argument("--modes", default="none,last,full", help="comma-separated history modes, in table order")
     parser.add_argument("--suite", default="eval-v1", help="the eval suite to run (default: eval-v1)")
     parser.add_argument("--table-only", action="store_true", help="print the table from DIR's episodes, run nothing")
+    parser.add_argument("--retime", metavar="MODES", help="time the replayed answers of these modes again (above)")
     args = parser.parse_args()
     modes = args.modes.split(",")
-    if not args.table_only:
-        model = args.model
-        if model is None:
-            from realmodel import qwen_gguf
+    model = args.model
+    if model is None and not args.table_only:
+        from realmodel import qwen_gguf
 
-            model = f"llamacpp:{qwen_gguf()}?n_ctx=8192"
+        model = f"llamacpp:{qwen_gguf()}?n_ctx=8192"
+    if args.retime:
+        for mode in args.retime.split(","):
+            retime(mode, model, args.out)
+    elif not args.table_only:
         args.out.mkdir(parents=True, exist_ok=True)
         if args.seed_cache and not (args.out / "cache").exists():
             shutil.copytree(args.seed_cache, args.out / "cache", ignore=shutil.ignore_patterns("verdicts"))

@@ -27,7 +27,7 @@ from .extraction import extract_code
 from .koans import Koan
 from .models.base import CompletionRequest, GenerationSettings, Model, ModelError
 from .models.cache import CompletionCache, cached_complete
-from .prompts import HISTORY_MODES, PastAttempt
+from .prompts import DEFAULT_HISTORY, HISTORY_MODES, PastAttempt
 from .strategies import StepView, Strategy
 from .verify.verifier import Verdict, Verifier
 
@@ -97,7 +97,7 @@ def repair(
     cache: CompletionCache | None = None,
     on_attempt: Callable[[Attempt], None] | None = None,
     variant: str = "",
-    history: str = "last",
+    history: str = DEFAULT_HISTORY,
 ) -> RepairResult:
     if history not in HISTORY_MODES:
         raise ValueError(f"history={history!r}; use one of {', '.join(HISTORY_MODES)}")

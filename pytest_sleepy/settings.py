@@ -28,7 +28,7 @@ or a list); the command line wins. Paths in pyproject.toml are relative to that 
 | artifacts-dir    | --sleepy-artifacts-dir | $SLEEPY_ARTIFACTS_DIR or .sleepy/artifacts under the rootdir |
 | retrain          | --sleepy-retrain       | false     | train every artifact again, ignoring the artifact cache |
 | max-candidate-kib | --sleepy-max-candidate-kib | 256  | refuse larger candidates before any work (verdict "too large") |
-| history          | --sleepy-history       | last      | earlier steps in the prompt as chat turns: none, last or full (prompts.HISTORY_MODES) |
+| history          | --sleepy-history       | none      | earlier steps in the prompt as chat turns: none, last or full (prompts.HISTORY_MODES) |
 
 `[tool.sleepy.train]` holds the training hyperparameters (pytest_sleepy/training/lora.py
 TrainConfig: rank, alpha, dropout, target_modules, steps, lr, batch_size, warmup,
@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .models.cache import CACHE_MODES
-from .prompts import HISTORY_MODES
+from .prompts import DEFAULT_HISTORY, HISTORY_MODES
 from .verify.verifier import MAX_CANDIDATE_BYTES
 
 __all__ = ["BenchmarkSettings", "Option", "OPTIONS", "SettingsError", "resolve_settings", "read_tool_table",
@@ -185,7 +185,7 @@ OPTIONS = (
     Option("matrix", "--sleepy-matrix", "changed", _choice(("full", "changed", "off")), "forgetting-matrix rows in the summary: full, changed or off"),
     Option("artifacts-dir", "--sleepy-artifacts-dir", None, _text, "trained adapters (default $SLEEPY_ARTIFACTS_DIR or .sleepy/artifacts)", is_path=True),
     Option("retrain", "--sleepy-retrain", False, _flag, "train every artifact again, ignoring the artifact cache", is_switch=True),
-    Option("history", "--sleepy-history", "last", _choice(HISTORY_MODES),
+    Option("history", "--sleepy-history", DEFAULT_HISTORY, _choice(HISTORY_MODES),
            "earlier steps in the prompt as chat turns: none, last (the previous answer) or full"),
     Option("max-candidate-kib", "--sleepy-max-candidate-kib", MAX_CANDIDATE_BYTES // 1024, _integer(1), "refuse candidates larger than N KiB before any work"),
 )
@@ -216,7 +216,7 @@ class BenchmarkSettings:
     artifacts_dir: Path | None = None
     retrain: bool = False
     max_candidate_kib: int = MAX_CANDIDATE_BYTES // 1024
-    history: str = "last"
+    history: str = DEFAULT_HISTORY
     train: dict = field(default_factory=dict)  # [tool.sleepy.train], checked where it is used
     feedback: dict = field(default_factory=dict)  # [tool.sleepy.feedback], checked where it is used
     pyproject: Path | None = None  # where [tool.sleepy] came from, for messages and relative paths

@@ -92,23 +92,25 @@ def test_the_readme_states_the_paired_comparison_of_hints_and_baseline():
     assert row in (REPO_ROOT / "README.md").read_text()
 
 
-def test_the_readmes_replay_command_replays_in_another_home_folder(tmp_path):
+def test_the_readmes_replay_command_replays_with_the_model_in_another_home_folder(tmp_path):
     readme = (REPO_ROOT / "README.md").read_text()
     block = next(b for b in readme.split("```sh\n")[1:] if b.startswith('M="llamacpp:')).split("```")[0]
-    lines = block.splitlines()
+    lines = block.replace("\\\n", " ").splitlines()  # one line per command
     replay_line = next(line for line in lines if "--sleepy-cache=read" in line)
     # The answers as committed; verdicts in a cache of the test's own, so nothing is
     # written into the repository.
     cache = tmp_path / "cache"
     cache.mkdir()
     (cache / "completions").symlink_to(REFERENCE / "cache" / "completions")
-    script = "\n".join([lines[0], lines[1], replay_line.replace("--sleepy-cache-dir=$R/cache", f"--sleepy-cache-dir={cache}")
+    # Another user's home folder: rustup still needs the real $HOME, so the model path
+    # says where that user keeps the GGUF.
+    model_line = lines[0].replace("$HOME", str(tmp_path / "another-home"))
+    assert model_line != lines[0]
+    script = "\n".join([model_line, lines[1], replay_line.replace("--sleepy-cache-dir=$R/cache", f"--sleepy-cache-dir={cache}")
                         + f" -q -p no:cacheprovider --sleepy-json={tmp_path / 'replayed.json'}"])
-    home = tmp_path / "another-home"
-    home.mkdir()
     path = f"{Path(sys.executable).parent}:{os.environ['PATH']}"  # `pytest` is this interpreter's
     done = subprocess.run(["bash", "-c", script], cwd=REPO_ROOT, capture_output=True, text=True,
-                          env={**os.environ, "HOME": str(home), "PATH": path})
+                          env={**os.environ, "PATH": path})
     assert "model answers were replayed" in done.stdout, done.stdout[-3000:] + done.stderr[-2000:]
     replayed = {(o.koan, o.strategy): o.solved for o in read_run_file(tmp_path / "replayed.json").outcomes}
     recorded = {(o.koan, o.strategy): o.solved for name in ("baseline", "hints")

@@ -707,12 +707,15 @@ def _size(size: int) -> str:
 
 
 def _cache_rekey(args) -> int:
-    folder = completion_cache_dir(args.directory or default_cache_dir())
+    named = args.directory or default_cache_dir()
+    folder = named if named.name == "completions" else completion_cache_dir(named)
     if not folder.is_dir():
         raise UsageError(f"{folder}: no recorded answers there; name the folder --sleepy-cache-dir names")
     added = command_line_extensions().backends
-    moved, right = rekey(folder, load=lambda spec: load_model(spec, added))
-    print(f"{folder}: {moved} answers moved to today's keys, {right} already there")
+    moved, right, kept = rekey(folder, load=lambda spec: load_model(spec, added))
+    print(f"{folder}: {moved} answers moved to today's keys, {right} already there"
+          + (f", {kept} left where they were (the same model's answer to the same request is already there)"
+             if kept else ""))
     return 0
 
 

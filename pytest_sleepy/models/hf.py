@@ -114,10 +114,11 @@ class HFModel:
         self.revision = spec.option("revision") or None
         self.local = _looks_local(self.name)
         self.path = Path(self.name).expanduser().resolve() if self.local else None
-        # A local directory is keyed in the completion cache by its name, not where it
-        # sits, so a recorded run replays on another machine; its identity (a digest
-        # of its files) still tells two directories of one name apart.
-        self.cache_name = self.path.name if self.path else self.name
+        # The completion cache keys the model by its last name component, not where a
+        # local directory sits, so a recorded run replays on another machine; answers
+        # are stored per identity (a digest of the files, a hub commit), so two
+        # directories of one name never share or overwrite them.
+        self.cache_name = Path(self.name).name
         if self.local and self.revision:
             raise ValueError(f"--model={spec.text!r}: revision={self.revision!r} applies to hub names only, "
                              f"and {self.name!r} is a local directory")

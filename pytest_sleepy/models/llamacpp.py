@@ -25,9 +25,11 @@ Choices, and why:
   ($SLEEPY_CACHE_DIR, else ~/.cache/pytest-sleepy): a changed file is hashed again.
   The context size is part of the identity; threads and GPU layers are not (they
   change the speed, not the tokens a greedy decode picks, on one build).
-- The completion cache's key names a local file by its file name, not its folder, and
+- The completion cache's key names the file by its file name, not its folder, and
   leaves `n_threads` out, so a recorded run replays on another machine and home
   folder (`--sleepy-cache=read` needs neither the file nor llama-cpp-python).
+  `n_gpu_layers` stays in the key: offloading changes the arithmetic, so a run
+  recorded on the CPU is not taken for a GPU run's answers.
 - `n_threads` defaults to llama.cpp's choice. On a busy 2-core machine one thread for
   generation was measured twice as fast as two; set it when the machine is shared.
 - Adapters are not supported: training strategies need the `hf` backend (or a server
@@ -114,10 +116,11 @@ class LlamaCppModel:
         local = Path(self.name).expanduser()
         self.path: Path | None = local.resolve() if local.exists() or self.name.startswith(("/", ".", "~")) else None
         self.repo, self.filename = (None, None) if self.path else self._hub_parts()
-        # The cache key names a local file by its name alone, so a recorded run replays
-        # from another folder (another user's home); the identity, a digest of the
-        # file, still keeps another file of the same name from reusing its answers.
-        self.cache_name = self.path.name if self.path else self.name
+        # The cache key names the file by its name alone, whether or not it is here, so
+        # a recorded run replays from another folder (another user's home); answers are
+        # stored per identity, a digest of the file, so another file of the same name
+        # neither reuses nor overwrites them.
+        self.cache_name = Path(self.name).name
         self.answer_neutral_options = ("n_threads",)
         self._llama = None
         self._identity: str | None = None

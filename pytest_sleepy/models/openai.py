@@ -16,7 +16,9 @@ Settings:
   `--api-key`, llama.cpp without `--api_key`) accept.
 - `timeout`: seconds per request (default 300); `retries`: extra attempts on transient
   errors (default 3). Neither changes answers, so neither is part of the cache key, and
-  nor are `base_url` and `api_key_env`: a recorded run replays from another address.
+  nor are `base_url` and `api_key_env`: a recorded run replays (`--sleepy-cache=read`)
+  against another address. A live run there asks again, since the identity names the
+  server.
 - `repetition_penalty`: sent to the server (as vLLM's `repetition_penalty` and
   llama.cpp's `repeat_penalty`) instead of leaving the server's own. Servers differ:
   vLLM applies the checkpoint's `generation_config` (Qwen2.5 instruct checkpoints set

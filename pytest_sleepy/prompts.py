@@ -125,9 +125,10 @@ def repair_messages(
 
     With `history`, the earlier steps come first as user and assistant turns (their
     program and feedback, the model's answer), and the last turn is the feedback on the
-    latest answer, whose program the model already wrote, with the hints for it. `note` says what happened to
-    the previous answer when the model must hear it (it repeated a program, or held no
-    code): without it, a greedy model asked the same question gives the same answer."""
+    latest answer, whose program the model already wrote, with the hints for it.
+    `note` says what happened to the previous answer when the model must hear it (it
+    repeated a program, or held no code): without it, a greedy model asked the same
+    question gives the same answer."""
     messages = [Message("system", system)]
     for example in examples:
         messages.append(Message("user", _request(example.code, example.feedback, ())))

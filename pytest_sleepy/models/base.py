@@ -151,8 +151,8 @@ class ModelSpec:
         """A positive, finite number of seconds; a ValueError names the setting."""
         return self.positive(key, default, "a number of seconds")
 
-    def positive(self, key: str, default: float, what: str = "a number") -> float:
-        """A positive, finite number; a ValueError names the setting."""
+    def positive(self, key: str, default, what: str = "a number"):
+        """A positive, finite number (`default` when unset); a ValueError names the setting."""
         text = self.option(key)
         if text is None:
             return default

@@ -123,7 +123,9 @@ def rekey(directory: Path | str, load=None) -> tuple[int, int, int]:
     for path in sorted([*directory.glob("??/*.json"), *directory.glob("??/*/*.json")]):
         try:
             record = json.loads(path.read_text(encoding="utf-8"))
-            model = models.get(record["model"]) or models.setdefault(record["model"], load(record["model"]))
+            if record["model"] not in models:
+                models[record["model"]] = load(record["model"])
+            model = models[record["model"]]
             request = CompletionRequest.from_dict(record["request"])
             target = cache.path(CompletionCache.key(model, request), record["identity"])
         except (OSError, ValueError, TypeError, KeyError) as error:

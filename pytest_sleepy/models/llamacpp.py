@@ -60,13 +60,6 @@ INSTALL = "pip install 'pytest-sleepy[llamacpp]'"
 CHUNK = 1 << 22
 
 
-def huggingface_offline() -> bool:
-    """HF_HUB_OFFLINE as huggingface_hub reads it, also when set after its import."""
-    from huggingface_hub import constants
-
-    return constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").upper() in constants.ENV_VARS_TRUE_VALUES
-
-
 def digest_cache_path() -> Path:
     base = os.environ.get("SLEEPY_CACHE_DIR") or os.path.join(Path.home(), ".cache", "pytest-sleepy")
     return Path(base) / "gguf-digests.json"
@@ -166,6 +159,7 @@ class LlamaCppModel:
     def _load(self):
         if self._llama is None:
             self.preflight()
+            from huggingface_hub import constants
             from llama_cpp import Llama
 
             options = {"n_ctx": self.n_ctx, "n_gpu_layers": self.n_gpu_layers, "verbose": False}
@@ -174,7 +168,7 @@ class LlamaCppModel:
             try:
                 if self.path is not None:
                     self._llama = Llama(model_path=str(self.path), **options)
-                elif huggingface_offline():
+                elif constants.HF_HUB_OFFLINE:  # as hf_hub_download reads it
                     # from_pretrained lists the repository online before it looks in the
                     # cache, so offline it fails even on a cached file: load that file.
                     self._llama = Llama(model_path=str(self._local_file()), **options)

@@ -176,10 +176,9 @@ class OpenAIModel:
                              f"or leave it out for {DEFAULT_KEY_ENV}")
         self.timeout = spec.seconds("timeout", DEFAULT_TIMEOUT)
         self.retries = spec.whole("retries", DEFAULT_RETRIES)
-        penalty = spec.option("repetition_penalty")
+        penalty = spec.positive("repetition_penalty", None)
         # Both spellings: vLLM reads the first, llama.cpp's servers the second; each
         # ignores the field it does not know.
-        penalty = None if penalty is None else spec.positive("repetition_penalty", 1.0)
         self.extra_body = {} if penalty is None else {"repetition_penalty": penalty, "repeat_penalty": penalty}
         self.backoff_seconds = 1.0  # the first wait between attempts; doubles after each
         self.probe_seconds = 2.0  # how long the is-it-still-there probe waits for an answer
